@@ -1,0 +1,8 @@
+"""Entry point of the ``blendbench`` command: imports every command module, exposes ``app``."""
+
+from __future__ import annotations
+
+from challenge import cli_release, cli_scoring  # noqa: F401  (they register their commands)
+from challenge.cli_app import app
+
+__all__ = ["app"]

@@ -1,0 +1,159 @@
+"""Release commands: generate, verify, export, info, show, demo."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table as RichTable
+
+from challenge import montage
+from challenge.cli_app import app, console, err_console, user_errors
+from challenge.errors import ReleaseError
+from challenge.release import preset
+from challenge.release_files import (
+    export_blends,
+    generate_release,
+    release_summary,
+    verify_release,
+)
+
+DEMO_DIR = Path("releases") / "mini"
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:>10}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
+def run_generate(release: str, out: Path, workers: int, chunk_size: int) -> Path:
+    """Generate a preset release with a progress bar; returns the folder."""
+    spec = preset(release)
+    with _progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, advance: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.advance(tasks[stage], advance)
+
+        return generate_release(
+            spec, out, chunk_size=chunk_size, workers=workers, progress=on_progress
+        )
+
+
+def _print_verify(folder: Path) -> None:
+    report = verify_release(folder)
+    if not report.ok:
+        raise ReleaseError(f"{folder}: verification failed: " + "; ".join(report.problems))
+    console.print(f"[green]verified[/] {folder}: {len(report.checked)} arrays and tables match")
+
+
+@app.command()
+@user_errors
+def generate(
+    release: str = typer.Option("v1", help="release preset: v1 or mini"),
+    out: Path = typer.Option(..., help="new (or empty) folder to write the release into"),
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="processes rendering galaxies"),
+    chunk_size: int = typer.Option(256, help="blends written per step (memory vs. speed)"),
+) -> None:
+    """Generate a release folder (same release name -> same benchmark on any machine)."""
+    t0 = time.perf_counter()
+    folder = run_generate(release, out, workers, chunk_size)
+    console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
+    _print_verify(folder)
+
+
+@app.command()
+@user_errors
+def verify(folder: Path = typer.Argument(..., help="a generated release folder")) -> None:
+    """Recompute every array's fingerprint and compare tables with the frozen release."""
+    _print_verify(folder)
+
+
+@app.command()
+@user_errors
+def export(
+    folder: Path = typer.Argument(..., help="a generated release folder"),
+    split: str = typer.Option("test", help="train, val or test"),
+    format: str = typer.Option("h5", "--format", help="h5, fits or npy"),
+    out: Path = typer.Option(None, help="output folder (default: FOLDER/export)"),
+) -> None:
+    """Export a split's blend images as HDF5, a FITS cube or .npy."""
+    for path in export_blends(folder, split, format, out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def info(folder: Path = typer.Argument(..., help="a generated release folder")) -> None:
+    """Summarise a release: spec, counts, galaxies per morphology, files."""
+    summary = release_summary(folder)
+    spec = summary["info"].spec
+    console.print(
+        f"[bold]{spec.name}[/] v{spec.version}  source={spec.source}  seed={spec.seed}  "
+        f'{spec.stamp_size}x{spec.stamp_size} px at {spec.pixel_scale}"/px  '
+        f"ZP={spec.zero_point}  sky σ={spec.sky_sigma} ct/px"
+    )
+    console.print(
+        f"counts: {summary['info'].counts}  redrawn galaxies: {summary['info'].n_redrawn}"
+    )
+    table = RichTable(
+        "morphology", "n", "test", "median mag", "median R_e (px)", "median sep/model flux"
+    )
+    for row in summary["per_morphology"].itertuples():
+        table.add_row(
+            row.morphology,
+            str(row.n),
+            str(row.test),
+            f"{row.mag_median:.2f}",
+            f"{row.r_e_median_px:.2f}",
+            f"{row.sep_over_model:.3f}",
+        )
+    console.print(table)
+    console.print(
+        f"on disk: {summary['size_bytes'] / 2**20:.1f} MiB in {len(summary['files'])} files"
+    )
+
+
+@app.command()
+@user_errors
+def show(
+    folder: Path = typer.Argument(..., help="a generated release folder"),
+    out: Path = typer.Option(None, help="folder for the PNGs (default: FOLDER/figures)"),
+    split: str = typer.Option("test", help="split whose blends to show"),
+) -> None:
+    """Write PNG montages: blends by Δmag and distance, isolated galaxies per morphology."""
+    out = out or folder / "figures"
+    console.print(f"wrote {montage.blend_montage(folder, out / f'blends_{split}.png', split)}")
+    console.print(f"wrote {montage.galaxy_montage(folder, out / 'galaxies.png')}")
+
+
+def demo_release(folder: Path = DEMO_DIR) -> Path:
+    """The mini release, generated once and reused (verified when reused)."""
+    if (folder / "release.toml").is_file():
+        console.print(f"using cached {folder}")
+        _print_verify(folder)
+        return folder
+    run_generate("mini", folder, workers=min(2, os.cpu_count() or 1), chunk_size=256)
+    console.print(f"generated {folder}")
+    return folder
+
+
+@app.command()
+@user_errors
+def demo(
+    folder: Path = typer.Option(DEMO_DIR, help="where the mini release is cached"),
+) -> None:
+    """The main job on the embedded default: mini release, montages (and scores when present)."""
+    folder = demo_release(folder)
+    show(folder, folder / "figures", "test")

@@ -1,0 +1,1 @@
+from challenge.cli_app import app  # noqa: F401
