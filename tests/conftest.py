@@ -52,3 +52,13 @@ def tiny_release(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mini_spec() -> ReleaseSpec:
     return preset("mini")
+
+
+@pytest.fixture(scope="session")
+def mini_release(tmp_path_factory):
+    """The frozen mini release (200 galaxies, 1,000 blends), generated once per session."""
+    from challenge.release_files import generate_release
+
+    out = tmp_path_factory.mktemp("releases") / "mini"
+    generate_release(preset("mini"), out, workers=2)
+    return out

@@ -128,9 +128,8 @@ def test_same_release_regardless_of_chunks_and_workers(tiny_release, tiny_spec, 
         assert (tiny_release / name).read_text() == (again / name).read_text()
 
 
-def test_regenerated_mini_is_the_frozen_mini(tmp_path):
-    folder = generate_release(preset("mini"), tmp_path / "mini", workers=2)
-    report = verify_release(folder)
+def test_regenerated_mini_is_the_frozen_mini(mini_release):
+    report = verify_release(mini_release)
     assert report.ok, report.problems
     assert len(report.checked) > 20
 
