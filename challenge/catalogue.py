@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.table import Table
 
+from challenge.blending import top_up_sigma
 from challenge.photometry import TRUTH, flux_to_mag, half_light_radius, measure_central
 from challenge.release import MORPHOLOGIES, ReleaseSpec
+from challenge.sources.real import RealStamp
 from challenge.sources.synthetic import draw_galaxy, render_model
 
 MAX_ATTEMPTS = 50
@@ -36,6 +38,8 @@ class IsolatedGalaxy:
     model_flux: float
     r_e_px: float
     n_draws: int
+    noise_var: float = 0.0
+    source_id: str = ""
 
 
 @dataclass
@@ -49,12 +53,17 @@ class ParentCatalogue:
         stamps: (n_galaxies, H, W) float32 noiseless models in counts.
         masks: (n_galaxies, H, W) uint8 truth segmentation maps of each isolated galaxy.
         n_redrawn: galaxies replaced because the truth procedure did not detect them.
+        noise_var: (n_galaxies,) noise variance (counts²/px) already in each stamp, for real
+            galaxies; None for noiseless models.
+        rejected: (source id, reason) of each real galaxy left out.
     """
 
     table: Table
     stamps: np.ndarray
     masks: np.ndarray
     n_redrawn: int
+    noise_var: np.ndarray | None = None
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.table)
@@ -110,6 +119,8 @@ def build_catalogue(
         progress: called with the number of galaxies finished after each chunk.
         chunk: galaxies per task.
     """
+    if spec.source != "synthetic":
+        return _real_catalogue(spec, progress)
     morphs = slot_morphologies(spec)
     ids = list(range(len(morphs)))
     tasks = [(spec, ids[i : i + chunk], morphs[i : i + chunk]) for i in range(0, len(ids), chunk)]
@@ -126,6 +137,68 @@ def build_catalogue(
             galaxies.extend(result)
             if progress:
                 progress(len(result))
+    return _assemble(spec, galaxies)
+
+
+def real_isolated_galaxy(
+    spec: ReleaseSpec, galaxy_id: int, real: RealStamp
+) -> IsolatedGalaxy | str:
+    """Measure the truth of a real galaxy stamp, or say why it is rejected.
+
+    The stamp already holds noise of variance ``real.noise_var``; sky noise tops it up to the
+    release's level (seeded by the galaxy id) before the truth procedure runs.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, galaxy_id, 0)))
+    sigma = float(top_up_sigma(spec.sky_sigma, real.noise_var))
+    noise = rng.standard_normal(real.stamp.shape, dtype=np.float32) * np.float32(sigma)
+    truth = measure_central(real.stamp + noise, TRUTH)
+    if not (truth.detected and truth.flux > 0):
+        return "not detected by the truth procedure at the release's sky noise"
+    r_e = real.r_e_px
+    if r_e is None:
+        r_e = half_light_radius(real.stamp, truth.x, truth.y, truth.a, truth.b, truth.flux)
+    return IsolatedGalaxy(
+        galaxy_id,
+        real.morphology,
+        real.stamp.astype(np.float32),
+        truth.mask,
+        truth.flux,
+        real.catalogue_flux,
+        float(r_e),
+        1,
+        float(real.noise_var),
+        str(real.source_id),
+    )
+
+
+def _real_catalogue(spec: ReleaseSpec, progress: Progress | None) -> ParentCatalogue:
+    from challenge.sources import load_real_stamps
+
+    stamps, rejected = load_real_stamps(spec)
+    galaxies: list[IsolatedGalaxy] = []
+    for real in stamps:
+        result = real_isolated_galaxy(spec, len(galaxies), real)
+        if isinstance(result, str):
+            rejected.append((str(real.source_id), result))
+        else:
+            galaxies.append(result)
+        if progress:
+            progress(1)
+    if len(galaxies) < 4:
+        from challenge.errors import SourceError
+
+        raise SourceError(
+            f"source {spec.source!r}: only {len(galaxies)} usable galaxies "
+            f"({len(rejected)} rejected); a release needs at least 4"
+        )
+    return _assemble(spec, galaxies, rejected)
+
+
+def _assemble(
+    spec: ReleaseSpec, galaxies: list[IsolatedGalaxy], rejected: list | None = None
+) -> ParentCatalogue:
+    """The catalogue table, stacked stamps and masks of measured galaxies."""
+    real = spec.source != "synthetic"
     flux = np.array([g.flux for g in galaxies])
     table = Table(
         {
@@ -139,9 +212,13 @@ def build_catalogue(
     )
     table["mag"].unit, table["flux"].unit, table["model_flux"].unit = "mag(AB)", "ct", "ct"
     table["r_e_px"].unit = "pix"
+    if real:
+        table["source_id"] = [g.source_id for g in galaxies]
     return ParentCatalogue(
         table=table,
         stamps=np.stack([g.stamp for g in galaxies]),
         masks=np.stack([g.mask for g in galaxies]),
         n_redrawn=int(sum(g.n_draws - 1 for g in galaxies)),
+        noise_var=np.array([g.noise_var for g in galaxies]) if real else None,
+        rejected=list(rejected or []),
     )

@@ -13,7 +13,7 @@ from rich.table import Table as RichTable
 from challenge import montage
 from challenge.cli_app import app, console, err_console, user_errors
 from challenge.errors import ReleaseError
-from challenge.release import preset
+from challenge.release import SOURCES, ReleaseSpec, preset
 from challenge.release_files import (
     export_blends,
     generate_release,
@@ -35,9 +35,9 @@ def _progress_bar() -> Progress:
     )
 
 
-def run_generate(release: str, out: Path, workers: int, chunk_size: int) -> Path:
-    """Generate a preset release with a progress bar; returns the folder."""
-    spec = preset(release)
+def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size: int) -> Path:
+    """Generate a release (preset name or spec) with a progress bar; returns the folder."""
+    spec = preset(release) if isinstance(release, str) else release
     with _progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -58,17 +58,62 @@ def _print_verify(folder: Path) -> None:
     console.print(f"[green]verified[/] {folder}: {len(report.checked)} arrays and tables match")
 
 
+def _parse_blends(text: str) -> dict[str, int]:
+    try:
+        train, val, test = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ReleaseError(
+            f"--blends {text!r}: expected three integers TRAIN,VAL,TEST, e.g. 2000,500,1000"
+        ) from None
+    return {"train": train, "val": val, "test": test}
+
+
 @app.command()
 @user_errors
 def generate(
-    release: str = typer.Option("v1", help="release preset: v1 or mini"),
     out: Path = typer.Option(..., help="new (or empty) folder to write the release into"),
+    release: str = typer.Option("v1", help="release preset: v1, mini or cosmos-example"),
+    source: str = typer.Option(
+        None, help=f"build a custom release from a galaxy source: {', '.join(SOURCES[1:])}"
+    ),
+    input: Path = typer.Option(
+        None,
+        "--input",
+        help="input folder of the source (COSMOS download, candels-npy "
+        "archive, FITS stamps); default for cosmos: $BLENDBENCH_COSMOS_DIR or the example",
+    ),
+    name: str = typer.Option(None, help="name of a custom release (default: the source's)"),
+    blends: str = typer.Option("2000,500,1000", help="custom release: TRAIN,VAL,TEST blends"),
+    max_galaxies: int = typer.Option(0, help="custom release: use at most N input galaxies"),
+    seed: int = typer.Option(None, help="custom release: seed (default: the kit's)"),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="processes rendering galaxies"),
     chunk_size: int = typer.Option(256, help="blends written per step (memory vs. speed)"),
 ) -> None:
-    """Generate a release folder (same release name -> same benchmark on any machine)."""
+    """Generate a release folder (same release name -> same benchmark on any machine).
+
+    Presets are frozen (`--release v1`); `--source candels-npy --input DIR` (or cosmos,
+    fits-stamps) builds a custom release from your own galaxies with the same pipeline.
+    """
     t0 = time.perf_counter()
-    folder = run_generate(release, out, workers, chunk_size)
+    spec: str | ReleaseSpec = release
+    if source is not None:
+        if input is None and source == "cosmos":
+            input = (
+                Path(os.environ["BLENDBENCH_COSMOS_DIR"])
+                if os.environ.get("BLENDBENCH_COSMOS_DIR")
+                else None
+            )
+        extra = {} if seed is None else {"seed": seed}
+        spec = ReleaseSpec(
+            name=name or source,
+            source=source,
+            morphology_counts={},
+            n_blends=_parse_blends(blends),
+            source_path=str(input.resolve()) if input else "",
+            max_galaxies=max_galaxies,
+            **extra,
+        )
+    folder = run_generate(spec, out, workers, chunk_size)
     console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
     _print_verify(folder)
 

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval  # noqa: E402
 
+from challenge.blending import top_up_sigma  # noqa: E402
 from challenge.release import MORPHOLOGIES, ReleaseInfo  # noqa: E402
 from challenge.release_files import blends_file, read_table  # noqa: E402
 
@@ -81,33 +82,36 @@ def blend_montage(folder: Path | str, out: Path | str, split: str = "test") -> P
 def galaxy_montage(folder: Path | str, out: Path | str, per_row: int = 8, seed: int = 0) -> Path:
     """Isolated galaxies, one row per morphology, ordered by magnitude (bright left).
 
-    Shows the noiseless model plus one realisation of the release's sky noise (``seed``).
+    Shows each stamp with one realisation of the release's sky noise (``seed``) on top: the
+    noiseless models of synthetic releases, or real stamps topped up to the sky level.
     """
     folder, out = Path(folder), Path(out)
     galaxies = read_table(folder, "galaxies.ecsv")
     sigma = ReleaseInfo.read(folder / "release.toml").spec.sky_sigma
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(4, per_row, figsize=(1.6 * per_row, 1.75 * 4), squeeze=False)
+    present = [m for m in MORPHOLOGIES if np.any(np.asarray(galaxies["morphology"]) == m)]
+    fig, axes = plt.subplots(
+        len(present), per_row, figsize=(1.6 * per_row, 1.75 * len(present) + 0.3), squeeze=False
+    )
     with h5py.File(folder / "galaxies.h5", "r") as f:
         stamps = f["stamps"]
-        for r, morph in enumerate(MORPHOLOGIES):
+        noise_var = f["noise_var"][:] if "noise_var" in f else np.zeros(len(stamps))
+        top_up = top_up_sigma(sigma, noise_var)
+        for r, morph in enumerate(present):
             rows = np.flatnonzero(np.asarray(galaxies["morphology"]) == morph)
-            if len(rows):
-                pick = rows[np.linspace(0, len(rows) - 1, min(per_row, len(rows))).astype(int)]
-                pick = pick[np.argsort(np.asarray(galaxies["mag"])[pick])]
-            else:
-                pick = []
+            pick = rows[np.linspace(0, len(rows) - 1, min(per_row, len(rows))).astype(int)]
+            pick = pick[np.argsort(np.asarray(galaxies["mag"])[pick])]
             for c in range(per_row):
                 ax = axes[r, c]
                 ax.set_axis_off()
                 if c >= len(pick):
                     continue
                 i = int(pick[c])
-                image = stamps[i] + rng.normal(0, sigma, stamps.shape[1:]).astype(np.float32)
+                image = stamps[i] + rng.normal(0, top_up[i], stamps.shape[1:]).astype(np.float32)
                 ax.set_axis_on()
                 _show(ax, image)
                 ax.set_title(
-                    f"H={galaxies['mag'][i]:.1f} R={galaxies['r_e_px'][i]:.1f}px", fontsize=7
+                    f"m={galaxies['mag'][i]:.1f} R={galaxies['r_e_px'][i]:.1f}px", fontsize=7
                 )
             axes[r, 0].set_ylabel(morph, fontsize=9)
     fig.suptitle(f"{folder.name}: isolated galaxies per morphology", fontsize=9)

@@ -197,13 +197,16 @@ def measure_central(
     )
 
 
-def half_light_radius(image: np.ndarray, x: float, y: float, a: float, b: float) -> float:
-    """Half-light semi-major axis (px) of a noiseless model centred at (x, y).
+def half_light_radius(
+    image: np.ndarray, x: float, y: float, a: float, b: float, total: float | None = None
+) -> float:
+    """Half-light semi-major axis (px) of the galaxy centred at (x, y).
 
-    sep's circular half-light radius, stretched to the semi-major axis by sqrt(a / b).
+    sep's circular half-light radius, stretched to the semi-major axis by sqrt(a / b). ``total``
+    is the galaxy's total flux (counts); default: the sum of a noiseless ``image``.
     """
     data = np.ascontiguousarray(image, dtype=np.float64)
-    total = float(data.sum())
+    total = float(data.sum()) if total is None else float(total)
     rmax = float(min(data.shape)) / 2
     r, _ = sep.flux_radius(
         data,

@@ -22,6 +22,7 @@ from challenge.errors import ReleaseError
 DEFAULT_SEED = 20190712
 MORPHOLOGIES = ("bulge", "disc", "bulge+disc", "irregular")
 SPLITS = ("train", "val", "test")
+SOURCES = ("synthetic", "cosmos", "candels-npy", "fits-stamps")
 RELEASE_FILES = (
     "release.toml",
     "galaxies.ecsv",
@@ -70,8 +71,21 @@ class ReleaseSpec:
     mag_max: float = 23.5
     max_delta_mag: float = 2.0
     psf_fwhm: float = 0.18
+    # Real-galaxy sources: where the input lives ("" = the example shipped with the kit) and an
+    # optional cap on the number of input galaxies (0 = all).
+    source_path: str = ""
+    max_galaxies: int = 0
 
     def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ReleaseError(
+                f"release {self.name!r}: unknown source {self.source!r}; choose one of "
+                f"{', '.join(SOURCES)}"
+            )
+        if self.source != "synthetic" and self.source != "cosmos" and not self.source_path:
+            raise ReleaseError(
+                f"release {self.name!r}: source {self.source!r} needs an input folder (--input)"
+            )
         unknown = set(self.morphology_counts) - set(MORPHOLOGIES)
         if unknown:
             raise ReleaseError(f"release {self.name!r}: unknown morphologies {sorted(unknown)}")
@@ -81,8 +95,9 @@ class ReleaseSpec:
             raise ReleaseError(f"release {self.name!r}: test_fraction must be in (0, 1)")
 
     @property
-    def n_galaxies(self) -> int:
-        return sum(self.morphology_counts.values())
+    def n_galaxies(self) -> int | None:
+        """Parent galaxies to make (synthetic), or None when the input decides (real)."""
+        return sum(self.morphology_counts.values()) if self.source == "synthetic" else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +115,15 @@ PRESETS: dict[str, ReleaseSpec] = {
         seed=DEFAULT_SEED + 1,
         morphology_counts={"bulge": 37, "disc": 45, "bulge+disc": 73, "irregular": 45},
         n_blends={"train": 600, "val": 200, "test": 200},
+    ),
+    # Real HST/ACS COSMOS galaxies (the 100-galaxy example shipped with the kit): a small
+    # real-galaxy test track for methods trained on the synthetic releases.
+    "cosmos-example": ReleaseSpec(
+        name="cosmos-example",
+        source="cosmos",
+        seed=DEFAULT_SEED + 2,
+        morphology_counts={},
+        n_blends={"train": 400, "val": 100, "test": 500},
     ),
 }
 

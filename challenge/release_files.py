@@ -168,6 +168,9 @@ def _write_galaxies_h5(path: Path, spec: ReleaseSpec, cat: ParentCatalogue, prin
         _h5_attrs(f, spec, "all")
         _write_small(f, "galaxy_id", np.asarray(cat.table["galaxy_id"], np.int64), prints)
         _write_small(f, "psf", render_psf(spec), prints)
+        f.attrs["noiseless"] = cat.noise_var is None
+        if cat.noise_var is not None:
+            _write_small(f, "noise_var", cat.noise_var, prints)
         for name, arr in (("stamps", cat.stamps), ("masks", cat.masks)):
             ds = _dataset(f, name, arr.shape, arr.dtype)
             fp = Fingerprint()
@@ -244,6 +247,7 @@ def _write_split(
                 np.asarray(pairs["dy"][sl]),
                 np.asarray(pairs["noise_seed"][sl]),
                 spec.sky_sigma,
+                cat.noise_var,
             )
             images[sl] = imgs
             masks[sl] = msks
@@ -288,6 +292,9 @@ def generate_release(
             np.asarray(cat.table["galaxy_id"]), spec.test_fraction, spec.seed
         )
         _write_table(cat.table, tmp / "galaxies.ecsv")
+        if cat.rejected:
+            ids, reasons = zip(*cat.rejected, strict=True)
+            _write_table(Table({"source_id": ids, "reason": reasons}), tmp / "rejected.ecsv")
         prints: dict[str, dict] = {}
         _write_galaxies_h5(tmp / "galaxies.h5", spec, cat, prints)
         first_id = 0
@@ -303,6 +310,7 @@ def generate_release(
         counts = {
             "galaxies": len(cat.table),
             "test_galaxies": int(np.sum(np.asarray(cat.table["split"]) == "test")),
+            **({"rejected_galaxies": len(cat.rejected)} if spec.source != "synthetic" else {}),
             **{f"blends_{s}": spec.n_blends[s] for s in SPLITS},
         }
         info = ReleaseInfo(
