@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from challenge import cli_baselines, cli_release, cli_scoring  # noqa: F401  (they register)
+from challenge import cli_baselines, cli_cnn, cli_demo, cli_release, cli_scoring  # noqa: F401
 from challenge.cli_app import app
 
 __all__ = ["app"]

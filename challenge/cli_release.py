@@ -181,24 +181,3 @@ def show(
     out = out or folder / "figures"
     console.print(f"wrote {montage.blend_montage(folder, out / f'blends_{split}.png', split)}")
     console.print(f"wrote {montage.galaxy_montage(folder, out / 'galaxies.png')}")
-
-
-def demo_release(folder: Path = DEMO_DIR) -> Path:
-    """The mini release, generated once and reused (verified when reused)."""
-    if (folder / "release.toml").is_file():
-        console.print(f"using cached {folder}")
-        _print_verify(folder)
-        return folder
-    run_generate("mini", folder, workers=min(2, os.cpu_count() or 1), chunk_size=256)
-    console.print(f"generated {folder}")
-    return folder
-
-
-@app.command()
-@user_errors
-def demo(
-    folder: Path = typer.Option(DEMO_DIR, help="where the mini release is cached"),
-) -> None:
-    """The main job on the embedded default: mini release, montages (and scores when present)."""
-    folder = demo_release(folder)
-    show(folder, folder / "figures", "test")

@@ -137,6 +137,9 @@ def leaderboard_cmd(
     truth: str = typer.Option("sep", "--truth", help="sep or model"),
     n_boot: int = typer.Option(N_BOOT, "--n-boot", help="bootstrap resamples"),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
+    compare_to: Path = typer.Option(
+        None, "--compare-to", help="a synthetic release's leaderboard.csv: also write the "
+        "synthetic -> real gap table (generalisation.md) next to this leaderboard"),
 ) -> None:
     """Score every submission folder and write leaderboard.md / .csv / .html."""
     if track == "candels2019":
@@ -153,7 +156,21 @@ def leaderboard_cmd(
     from challenge.leaderboard import build_leaderboard
 
     df = build_leaderboard(data, submissions, out, truth=truth, n_boot=n_boot, seed=seed)
-    table = Table(title=f"leaderboard ({truth} truth), written to {out}/")
+    print_leaderboard(df, f"leaderboard ({truth} truth), written to {out}/")
+    if compare_to is not None:
+        from challenge.leaderboard import generalisation_gap
+
+        gap = generalisation_gap(compare_to, out / "leaderboard.csv", out / "generalisation.md")
+        for _, r in gap.iterrows():
+            console.print(f"{r['name']}: MAPE {r['mape_synthetic']:.2f}% on "
+                          f"{r['release_synthetic']} -> {r['mape_real']:.2f}% on "
+                          f"{r['release_real']} (x{r['ratio']:.2f})")
+        console.print(f"written to {out / 'generalisation.md'}")
+
+
+def print_leaderboard(df, title: str) -> None:
+    """The leaderboard frame as a rich table, then its warnings and skipped folders."""
+    table = Table(title=title)
     for col in ("#", "method", "N", "MAPE %", "95% interval", "bias", "σ", "outliers"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for _, r in df.iterrows():

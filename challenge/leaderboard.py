@@ -369,3 +369,45 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
     df.attrs["warnings"] = [w for e in entries for w in e.score.warnings]
     return df
 
+
+
+def generalisation_gap(synthetic_csv: str | Path, real_csv: str | Path,
+                       out_md: str | Path | None = None) -> pd.DataFrame:
+    """Each method's MAPE on a synthetic release next to a real-galaxy release.
+
+    Args:
+        synthetic_csv, real_csv: ``leaderboard.csv`` files written by :func:`build_leaderboard`.
+        out_md: optional markdown file to write (atomically).
+
+    Returns:
+        One row per method view present in both: MAPE (and interval) on each release, their
+        ratio real / synthetic, and the outlier fractions.
+    """
+    frames = []
+    for path in (synthetic_csv, real_csv):
+        try:
+            frames.append(pd.read_csv(path))
+        except FileNotFoundError:
+            raise ReleaseError(f"{path}: no leaderboard table; run `blendbench leaderboard` "
+                               "for that release first") from None
+    syn, real = frames
+    keep = ["name", "release", "mape", "mape_lo", "mape_hi", "outlier_fraction"]
+    merged = syn[keep].merge(real[keep], on="name", suffixes=("_synthetic", "_real"))
+    merged["ratio"] = merged["mape_real"] / merged["mape_synthetic"]
+    if out_md is not None:
+        rs, rr = str(syn["release"].iloc[0]), str(real["release"].iloc[0])
+        lines = [f"# Synthetic → real: {rs} vs {rr}", "",
+                 f"MAPE (%) of each method trained or tuned on synthetic galaxies, on {rs} and "
+                 f"on the real-galaxy release {rr} (95% bootstrap intervals).", "",
+                 f"| method | MAPE {rs} | MAPE {rr} | real / synthetic | outliers {rs} % "
+                 f"| outliers {rr} % |", "|---|---:|---:|---:|---:|---:|"]
+        for _, r in merged.iterrows():
+            lines.append(
+                f"| {r['name']} | {r['mape_synthetic']:.2f} [{r['mape_lo_synthetic']:.2f}, "
+                f"{r['mape_hi_synthetic']:.2f}] | {r['mape_real']:.2f} [{r['mape_lo_real']:.2f}, "
+                f"{r['mape_hi_real']:.2f}] | {r['ratio']:.2f} | "
+                f"{100 * r['outlier_fraction_synthetic']:.1f} | "
+                f"{100 * r['outlier_fraction_real']:.1f} |"
+            )
+        atomic_write_text(Path(out_md), "\n".join(lines) + "\n")
+    return merged

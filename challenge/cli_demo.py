@@ -1,0 +1,69 @@
+"""``blendbench demo``: the main job on the embedded default, end to end.
+
+mini release (generated once, then verified) -> montages -> reference baselines on its test
+blends -> leaderboard. Each step is a library call; this module only chains and prints them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from challenge.cli_app import app, console, user_errors
+from challenge.cli_baselines import blend_progress
+from challenge.cli_release import _print_verify, run_generate
+from challenge.cli_scoring import print_leaderboard
+
+DEMO_DIR = Path("releases") / "mini"
+
+
+def demo_release(folder: Path = DEMO_DIR) -> Path:
+    """The mini release, generated once and reused (verified when reused)."""
+    if (folder / "release.toml").is_file():
+        console.print(f"using cached {folder}")
+        _print_verify(folder)
+        return folder
+    run_generate("mini", folder, workers=min(2, os.cpu_count() or 1), chunk_size=256)
+    console.print(f"generated {folder}")
+    return folder
+
+
+def run_reference_baselines(folder: Path, submissions: Path) -> None:
+    """sep and the oracle on the release's test blends (skipped when already there)."""
+    from baselines.oracle import run_oracle
+    from baselines.sep_baseline import run_sep_baseline
+
+    workers = min(2, os.cpu_count() or 1)
+    for name, run in (("sep", run_sep_baseline), ("oracle", run_oracle)):
+        out = submissions / name
+        if (out / "predictions.h5").is_file():
+            console.print(f"using cached {out}")
+            continue
+        with blend_progress(name) as bar:
+            from challenge.release import resolve_release
+
+            task = bar.add_task(name, total=resolve_release(folder)[1].spec.n_blends["test"])
+            _, elapsed = run(folder, out, workers, progress=lambda k, t=task: bar.advance(t, k))
+        console.print(f"{name}: wrote {out} in {elapsed:.1f} s")
+
+
+@app.command()
+@user_errors
+def demo(
+    folder: Path = typer.Option(DEMO_DIR, help="where the mini release is cached"),
+) -> None:
+    """Generate the mini release, draw its montages, run the baselines, print the leaderboard."""
+    from challenge import montage
+    from challenge.leaderboard import build_leaderboard
+
+    folder = demo_release(folder)
+    figures = folder / "figures"
+    console.print(f"wrote {montage.blend_montage(folder, figures / 'blends_test.png')}")
+    console.print(f"wrote {montage.galaxy_montage(folder, figures / 'galaxies.png')}")
+    submissions = folder / "submissions"
+    run_reference_baselines(folder, submissions)
+    out = folder / "leaderboard"
+    df = build_leaderboard(folder, submissions, out)
+    print_leaderboard(df, f"mini leaderboard (sep truth), written to {out}/")
