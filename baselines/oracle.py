@@ -48,52 +48,70 @@ def oracle_chunk(
     return {"flux": flux, "masks": masks}
 
 
+class NoiseFloorOracle:
+    """The oracle as a protocol method: reads the truth models from the release folder once per
+    process (``galaxies.h5`` stamps and ``pairs_test.ecsv``), then calls :func:`oracle_chunk`."""
+
+    def __init__(self) -> None:
+        self._cache: tuple | None = None
+
+    def _models(self, release_dir):
+        if self._cache is None:
+            import h5py
+
+            from challenge.errors import ReleaseError
+            from challenge.release import resolve_release
+            from challenge.release_files import read_table
+
+            path, info = resolve_release(release_dir)
+            if info.spec.source != "synthetic":
+                raise ReleaseError(
+                    f"{path}: the oracle needs noiseless models, which only the synthetic source "
+                    f"has (this release's source is {info.spec.source!r})"
+                )
+            galaxies_h5 = path / "galaxies.h5"
+            if not galaxies_h5.is_file():
+                raise ReleaseError(f"{galaxies_h5}: missing; generate the release to get models")
+            with h5py.File(galaxies_h5, "r") as f:
+                row = {int(g): i for i, g in enumerate(f["galaxy_id"][:])}
+                stamps = f["stamps"][:]
+            pairs = read_table(path, "pairs_test.ecsv")
+            index = {int(b): i for i, b in enumerate(pairs["blend_id"])}
+            self._cache = (stamps, row, pairs, index)
+        return self._cache
+
+    def __call__(self, batch, context) -> dict[str, np.ndarray]:
+        stamps, row, pairs, index = self._models(context.release_dir)
+        i = np.array([index[int(b)] for b in batch.blend_id])
+        rows_c = np.array([row[int(g)] for g in pairs["central_id"][i]])
+        rows_k = np.array([row[int(g)] for g in pairs["companion_id"][i]])
+        return oracle_chunk(
+            batch.images,
+            stamps[rows_c],
+            stamps[rows_k],
+            np.asarray(pairs["dx"][i]),
+            np.asarray(pairs["dy"][i]),
+        )
+
+
 def run_oracle(folder, out, workers: int = 1, chunk: int = 250, progress=None):
     """Run the oracle on a synthetic release's test blends and write the submission ``out``.
 
-    Returns (results dict with flux, masks, blend_id; wall time in s).
+    Returns (outputs: flux, masks, blend_id; wall time in s).
     """
-    import time
-    from pathlib import Path
+    from challenge.protocol import release_context, run_method
+    from challenge.submission_folder import SubmissionMetadata, write_submission
 
-    import h5py
-
-    from baselines.blend_io import map_chunks, test_chunks, test_pairs
-    from baselines.submission_io import SubmissionMetadata, write_submission
-    from challenge.errors import ReleaseError
-    from challenge.release import resolve_release
-
-    path, info = resolve_release(folder)
-    if info.spec.source != "synthetic":
-        raise ReleaseError(
-            f"{path}: the oracle needs noiseless models, which only the synthetic source has "
-            f"(this release's source is {info.spec.source!r})"
-        )
-    galaxies_h5 = Path(path) / "galaxies.h5"
-    if not galaxies_h5.is_file():
-        raise ReleaseError(f"{galaxies_h5}: missing; generate the release to get the models")
-    pairs = test_pairs(folder)
-    with h5py.File(galaxies_h5, "r") as f:
-        row = {int(g): i for i, g in enumerate(f["galaxy_id"][:])}
-        stamps = f["stamps"][:]
-    rows_c = np.array([row[int(g)] for g in pairs["central_id"]])
-    rows_k = np.array([row[int(g)] for g in pairs["companion_id"]])
-    dx, dy = np.asarray(pairs["dx"]), np.asarray(pairs["dy"])
-    t0 = time.perf_counter()
-    chunks = [
-        (images, stamps[rows_c[sl]], stamps[rows_k[sl]], dx[sl], dy[sl])
-        for sl, images in test_chunks(folder, chunk)
-    ]
-    result = map_chunks(oracle_chunk, chunks, workers, progress)
-    elapsed = time.perf_counter() - t0
-    result["blend_id"] = np.asarray(pairs["blend_id"])
+    context = release_context(folder)
+    NoiseFloorOracle()._models(context.release_dir)  # fail early, before any worker starts
+    run = run_method(NoiseFloorOracle(), folder, chunk, workers, progress, context)
     meta = SubmissionMetadata(
         name="oracle",
-        release=info.spec.name,
+        release=context.release,
         method="noise-floor oracle: subtract the true noiseless model of the other galaxy, then "
         "measure with the truth procedure (sep, 1.5σ, FLUX_AUTO)",
-        inference_time_s=round(elapsed, 2),
+        inference_time_s=round(run.seconds, 2),
         extra={"workers": workers, "uses_truth_models": True},
     )
-    write_submission(out, meta, result["blend_id"], result["flux"], masks=result["masks"])
-    return result, elapsed
+    write_submission(out, meta, run.blend_id, run.outputs["flux"], masks=run.outputs["masks"])
+    return {**run.outputs, "blend_id": run.blend_id}, run.seconds

@@ -74,34 +74,30 @@ def deblend_chunk(images: np.ndarray, r_e_central: np.ndarray) -> dict[str, np.n
     }
 
 
+def sep_method(batch, context) -> dict[str, np.ndarray]:
+    """The sep baseline through the method protocol (``challenge.protocol``)."""
+    return deblend_chunk(batch.images, batch.r_e_central)
+
+
 def run_sep_baseline(
     folder, out, workers: int = 1, chunk: int = 250, progress=None
 ) -> tuple[dict[str, np.ndarray], float]:
     """Run the sep baseline on a release's test blends and write the submission folder ``out``.
 
-    Returns (the concatenated chunk results plus ``blend_id``, wall time in s).
+    Returns (outputs: flux, masks, detection, hot, blend_id; wall time in s).
     """
-    import time
+    from challenge.protocol import run_method
+    from challenge.submission_folder import SubmissionMetadata, write_submission
 
-    from baselines.blend_io import map_chunks, test_chunks, test_pairs
-    from baselines.submission_io import SubmissionMetadata, write_submission
-    from challenge.release import resolve_release
-
-    _, info = resolve_release(folder)
-    pairs = test_pairs(folder)
-    r_e = np.asarray(pairs["r_e_central"], dtype=float)
-    t0 = time.perf_counter()
-    chunks = [(images, r_e[sl]) for sl, images in test_chunks(folder, chunk)]
-    result = map_chunks(deblend_chunk, chunks, workers, progress)
-    elapsed = time.perf_counter() - t0
-    result["blend_id"] = np.asarray(pairs["blend_id"])
+    run = run_method(sep_method, folder, chunk, workers, progress)
+    result = {**run.outputs, "blend_id": run.blend_id}
     meta = SubmissionMetadata(
         name="sep",
-        release=info.spec.name,
+        release=run.context.release,
         method="SExtractor via sep, cold (5σ, minarea 10, deblend_cont 0.01, 64 thresholds) then "
         "hot (4σ, 6, 1e-4, 64) when cold finds < 2 sources; FLUX_AUTO; sep segments as masks",
         link="https://doi.org/10.1093/mnras/stz3056",
-        inference_time_s=round(elapsed, 2),
+        inference_time_s=round(run.seconds, 2),
         extra={
             "cold": [COLD.thresh, COLD.minarea, COLD.deblend_cont, COLD.deblend_nthresh],
             "hot": [HOT.thresh, HOT.minarea, HOT.deblend_cont, HOT.deblend_nthresh],
@@ -116,9 +112,9 @@ def run_sep_baseline(
     write_submission(
         out,
         meta,
-        result["blend_id"],
+        run.blend_id,
         result["flux"],
         masks=result["masks"],
         detection=result["detection"],
     )
-    return result, elapsed
+    return result, run.seconds

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from challenge import cli_baselines, cli_cnn, cli_demo, cli_release, cli_scoring  # noqa: F401
+from challenge import (  # noqa: F401  (each module registers its commands)
+    cli_baselines,
+    cli_demo,
+    cli_release,
+    cli_run,
+    cli_scoring,
+)
 from challenge.cli_app import app
 
 __all__ = ["app"]
