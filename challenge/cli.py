@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from challenge import (  # noqa: F401  (each module registers its commands)
     cli_baselines,
+    cli_cnn,
     cli_demo,
     cli_release,
     cli_run,

@@ -1,0 +1,203 @@
+"""Named configurations of the CNN baselines: the paper's sizes and compact CPU sizes.
+
+A :class:`CNNConfig` holds everything that determines a run besides the data and the seed: the
+architecture (:class:`ModelConfig`) and the optimisation (:class:`TrainConfig`). ``paper``
+configs reproduce Boucaud et al. (2019) (sizes, MAPE loss, Adam 1e-4, batch 32,
+ReduceLROnPlateau, early stopping) and are meant for a GPU; ``compact`` configs train on two
+CPU cores within the budget of DESIGN.md (1 h for blend2flux, 2 h for blend2mask2flux).
+
+Input scaling and target parameterisation (all configs; applied inside the model, see
+``baselines.cnn.models``): the network reads raw counts and computes
+``asinh(x / sky_sigma) / 3`` (unit noise near zero, logarithmic for bright cores). Compact
+configs add ``100 x / A`` (pixels as a fraction of the blend's aperture flux ``A``) and two
+coordinate channels, and predict ``log10 flux - log10 A``: a ratio of order one whatever the
+brightness, which keeps training stable across the 5 magnitudes of the release. The flux loss is
+the absolute percentage error computed from the log10 prediction, i.e. MAPE itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from challenge.errors import BlendbenchError
+
+MODELS = ("blend2flux", "blend2mask2flux")
+
+
+class ConfigError(BlendbenchError, ValueError):
+    """An unknown model or configuration name, or an inconsistent option."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one model.
+
+    Attributes:
+        flux_arch: ``"paper"`` (5 conv 3x3 ReLU + max-pool, flatten, dense) or ``"compact"``
+            (strided entry, residual stages with batch norm, global + flattened head).
+        flux_filters: filters per conv layer / stage of the flux net.
+        dense_units: hidden dense layers of the flux net's head.
+        entry_stride: the compact flux net's entry convolution stride (2: the rest of the
+            network works at 64 x 64 px).
+        coords: add two coordinate channels ((y - 64) / 64, (x - 64) / 64) to the input.
+        linear: add the linear channel 100 x / A (A = aperture flux of the blend, counts).
+        reference: predict log10 flux relative to the aperture flux (blend2flux) or to the
+            flux inside each predicted map (blend2mask2flux).
+        batch_norm: batch normalisation after every convolution.
+        unet_depth: U-Net levels (the paper: 5).
+        unet_filters: filters of the U-Net's first level, doubled at every level (paper: 32).
+        unet_convs: conv blocks per U-Net level (paper: 2).
+        unet_entry_stride: 2 runs the U-Net at 64 x 64 px; its maps are upsampled back to
+            128 x 128 px with a transposed convolution and a full-resolution refinement conv.
+        unet_max_filters: cap on the U-Net's filters per level.
+    """
+
+    flux_arch: str = "compact"
+    flux_filters: tuple[int, ...] = (16, 32, 48, 96, 128)
+    dense_units: tuple[int, ...] = (128,)
+    entry_stride: int = 2
+    coords: bool = True
+    linear: bool = True
+    reference: bool = True
+    batch_norm: bool = True
+    unet_depth: int = 4
+    unet_filters: int = 16
+    unet_convs: int = 1
+    unet_entry_stride: int = 2
+    unet_max_filters: int = 512
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one run.
+
+    Attributes:
+        batch_size: blends per step (the paper: 32).
+        learning_rate: Adam's (peak) learning rate (the paper: 1e-4).
+        schedule: ``"plateau"`` (ReduceLROnPlateau on val loss, the paper's) or ``"cosine"``
+            (linear warm-up over ``warmup_epochs`` then cosine decay to zero at the planned last
+            epoch; with a time budget the plan is set from the first epoch's duration).
+        epochs: maximum epochs (both stages together for blend2mask2flux).
+        lr_factor, lr_patience: ReduceLROnPlateau's factor and patience (epochs).
+        stop_patience: early stopping patience on the validation loss (epochs; 0 disables).
+        loss: flux loss, ``"mape"`` (absolute percentage error) or ``"log_mae"`` (mean absolute
+            log10 error, a smooth approximation of MAPE / ln 10).
+        augment: random dihedral transforms about pixel (64, 64) of the training blends.
+        mask_weight: weight of the mask loss (binary cross-entropy) in end-to-end training.
+        mask_stage_fraction: share of the epochs (or of the time budget) spent pre-training
+            the U-Net of blend2mask2flux on the masks alone.
+        warmup_epochs: warm-up of the cosine schedule.
+    """
+
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    schedule: str = "plateau"
+    epochs: int = 200
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    stop_patience: int = 12
+    loss: str = "mape"
+    augment: bool = True
+    mask_weight: float = 0.1
+    mask_stage_fraction: float = 0.3
+    warmup_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A named model + training configuration."""
+
+    name: str
+    model: str
+    arch: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        if self.train.schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"config {self.name}: schedule must be 'plateau' or 'cosine'")
+        if self.train.loss not in ("mape", "log_mae"):
+            raise ConfigError(f"config {self.name}: loss must be 'mape' or 'log_mae'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> CNNConfig:
+        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["arch"].items()}
+        return cls(
+            name=doc["name"],
+            model=doc["model"],
+            arch=ModelConfig(**arch),
+            train=TrainConfig(**doc["train"]),
+        )
+
+    def with_epochs(self, epochs: int) -> CNNConfig:
+        return replace(self, train=replace(self.train, epochs=epochs))
+
+
+def _paper_flux(first_filters: int) -> ModelConfig:
+    f = first_filters
+    return ModelConfig(
+        flux_arch="paper",
+        flux_filters=(f, f, 2 * f, 2 * f, 4 * f),
+        dense_units=(f, f // 2, f // 4),
+        coords=False,
+        linear=False,
+        reference=False,
+        batch_norm=False,
+        unet_depth=5,
+        unet_filters=32,
+        unet_convs=2,
+        unet_entry_stride=1,
+    )
+
+
+PAPER_TRAIN = TrainConfig()
+COMPACT_TRAIN = TrainConfig(
+    learning_rate=2e-3,
+    schedule="cosine",
+    epochs=40,
+    stop_patience=0,
+    warmup_epochs=1,
+)
+
+CONFIGS: dict[tuple[str, str], CNNConfig] = {
+    ("blend2flux", "paper"): CNNConfig("paper", "blend2flux", _paper_flux(256), PAPER_TRAIN),
+    ("blend2flux", "paper-64"): CNNConfig("paper-64", "blend2flux", _paper_flux(64), PAPER_TRAIN),
+    ("blend2flux", "paper-512"): CNNConfig(
+        "paper-512", "blend2flux", _paper_flux(512), PAPER_TRAIN
+    ),
+    ("blend2flux", "compact"): CNNConfig("compact", "blend2flux", ModelConfig(), COMPACT_TRAIN),
+    ("blend2mask2flux", "paper"): CNNConfig(
+        "paper", "blend2mask2flux", _paper_flux(64), PAPER_TRAIN
+    ),
+    ("blend2mask2flux", "compact"): CNNConfig(
+        "compact",
+        "blend2mask2flux",
+        ModelConfig(),
+        replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.25),
+    ),
+}
+
+# A few-thousand-parameter network of the compact design, for tests and quick demos.
+TINY_ARCH = ModelConfig(
+    flux_filters=(8, 8, 16, 16, 16), dense_units=(16,), unet_depth=3, unet_filters=8
+)
+CONFIGS[("blend2flux", "tiny")] = CNNConfig("tiny", "blend2flux", TINY_ARCH, COMPACT_TRAIN)
+CONFIGS[("blend2mask2flux", "tiny")] = CNNConfig(
+    "tiny", "blend2mask2flux", TINY_ARCH, replace(COMPACT_TRAIN, mask_stage_fraction=0.5)
+)
+
+
+def get_config(model: str, name: str) -> CNNConfig:
+    """The named configuration of ``model`` (``compact``, ``paper``, ``paper-64``, ...)."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+    try:
+        return CONFIGS[(model, name)]
+    except KeyError:
+        names = ", ".join(n for m, n in CONFIGS if m == model)
+        raise ConfigError(f"unknown {model} config {name!r}: choose one of {names}") from None

@@ -1,0 +1,202 @@
+"""Streaming the release's blends to Keras, and the dihedral augmentation about pixel (64, 64).
+
+:class:`BlendDataset` is a ``keras.utils.PyDataset`` that reads ``{train,val}.h5`` (or the test
+inputs) in contiguous blocks of ``block`` blends: an epoch visits the blocks in a random order
+and the blends of each block in a random order, so batches are well mixed while every HDF5 chunk
+is decompressed once per epoch. Nothing but the current block is held in memory (v1's
+train.h5 is 1.1 GB). The shuffling and the augmentation draw from
+``np.random.default_rng([seed, epoch])``: an epoch's batches depend only on (seed, epoch), which
+makes a resumed run see exactly the batches the uninterrupted run would have seen.
+
+Targets: ``flux`` as log10 counts (batch, 2) [central, companion]; ``masks`` as float32
+(batch, 128, 128, 2) channels last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from challenge.errors import ReleaseError
+
+N_DIHEDRAL = 8
+MIN_FLUX = 1e-3  # counts: truth fluxes are clipped here before log10
+
+
+def reflect(a: np.ndarray, axis: int) -> np.ndarray:
+    """Mirror ``a`` about index ``n // 2`` along ``axis`` (index i -> (n - i) mod n).
+
+    For a 128 px stamp the central pixel 64 stays at 64 (``np.flip`` alone would move it to
+    63); row / column 0 maps onto itself.
+    """
+    return np.roll(np.flip(a, axis=axis), 1, axis=axis)
+
+
+def dihedral(a: np.ndarray, k: int, axes: tuple[int, int] = (-2, -1), inverse: bool = False):
+    """One of the 8 symmetries of the square about pixel (n//2, n//2), ``k`` in 0..7.
+
+    Bit 0: transpose the two ``axes``; bit 1: mirror along the first axis; bit 2: mirror along
+    the second (applied in this order; ``inverse`` undoes them in the reverse order). Works on
+    any leading / trailing dimensions, so images (n, 128, 128) and masks (n, 2, 128, 128) are
+    transformed alike with the right ``axes``.
+    """
+    ax0, ax1 = (ax % a.ndim for ax in axes)
+    steps = [
+        (k & 1, lambda b: np.swapaxes(b, ax0, ax1)),
+        (k & 2, lambda b: reflect(b, ax0)),
+        (k & 4, lambda b: reflect(b, ax1)),
+    ]
+    if inverse:
+        steps = steps[::-1]
+    for on, step in steps:
+        if on:
+            a = step(a)
+    return a
+
+
+def check_split_file(path: Path, needs: tuple[str, ...]) -> int:
+    """Number of blends in an HDF5 split file, after checking it holds the ``needs`` datasets."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReleaseError(
+            f"{path}: missing; generate the release with `blendbench generate --out DIR`"
+        )
+    with h5py.File(path, "r") as f:
+        missing = [name for name in ("images", *needs) if name not in f]
+        if missing:
+            raise ReleaseError(
+                f"{path}: no dataset {', '.join(repr(m) for m in missing)}; "
+                "regenerate the release with `blendbench generate`"
+            )
+        return int(f["images"].shape[0])
+
+
+class BlendDataset(keras.utils.PyDataset):
+    """Batches of raw blends (batch, 128, 128, 1) counts and their targets from a split file.
+
+    Args:
+        path: ``train.h5`` / ``val.h5`` (targets) or ``test_blends.h5`` (``targets=()``).
+        batch_size: blends per batch (the last batch may be smaller).
+        targets: ``("flux",)``, ``("masks",)`` or ``("masks", "flux")``; one target gives a
+            plain array, several a dict keyed by output name.
+        shuffle: shuffle blocks and blends within blocks each epoch.
+        augment: apply a random dihedral transform (about pixel (64, 64)) to each blend.
+        seed: the run's seed; with the epoch it sets the shuffling and augmentation.
+        block: blends read from the file at once (a multiple of the 16-blend HDF5 chunks).
+        limit: use only the first ``limit`` blends (quick runs, tests).
+        **kwargs: ``keras.utils.PyDataset`` options (workers, use_multiprocessing, ...).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        batch_size: int = 32,
+        targets: tuple[str, ...] = ("flux",),
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        block: int = 512,
+        limit: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        n = check_split_file(self.path, targets)
+        self.n = min(n, limit) if limit else n
+        self.batch_size = int(batch_size)
+        self.targets = tuple(targets)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = int(seed)
+        self.block = int(block)
+        self._file: h5py.File | None = None
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self.set_epoch(0)
+
+    # ---- epoch state
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the order and the transforms of ``epoch`` (a function of (seed, epoch) only)."""
+        self.epoch = int(epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        starts = np.arange(0, self.n, self.block)
+        if self.shuffle:
+            starts = rng.permutation(starts)
+        order = []
+        for s in starts:
+            idx = np.arange(s, min(s + self.block, self.n))
+            order.append(rng.permutation(idx) if self.shuffle else idx)
+        self.order = np.concatenate(order) if order else np.zeros(0, np.int64)
+        self.transforms = (
+            rng.integers(0, N_DIHEDRAL, self.n) if self.augment else np.zeros(self.n, np.int64)
+        )
+
+    # ---- reading
+    def _h5(self) -> h5py.File:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def _read_block(self, start: int) -> dict[str, np.ndarray]:
+        if start not in self._cache:
+            f = self._h5()
+            stop = min(start + self.block, self.n)
+            data = {"images": f["images"][start:stop]}
+            for name in self.targets:
+                data[name] = f[name][start:stop]
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[start] = data
+        return self._cache[start]
+
+    def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw arrays (release layout) of the blends ``idx``, in that order."""
+        idx = np.asarray(idx)
+        blocks = (idx // self.block) * self.block
+        out: dict[str, np.ndarray] = {}
+        for b in np.unique(blocks):
+            sel = np.nonzero(blocks == b)[0]
+            data = self._read_block(int(b))
+            for name, arr in data.items():
+                if name not in out:
+                    out[name] = np.empty((len(idx), *arr.shape[1:]), arr.dtype)
+                out[name][sel] = arr[idx[sel] - b]
+        return out
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        data = self.read(idx)
+        images = data["images"]
+        masks = data.get("masks")
+        if self.augment:
+            images = images.copy()
+            masks = masks.copy() if masks is not None else None
+            for j, k in enumerate(self.transforms[idx]):
+                images[j] = dihedral(images[j], int(k))
+                if masks is not None:
+                    masks[j] = dihedral(masks[j], int(k))
+        x = images[..., None].astype(np.float32)
+        if not self.targets:
+            return (x,)
+        y: dict[str, np.ndarray] = {}
+        if "flux" in self.targets:
+            y["flux"] = np.log10(np.maximum(data["flux"], MIN_FLUX)).astype(np.float32)
+        if masks is not None:
+            y["masks"] = np.moveaxis(masks, 1, -1).astype(np.float32)
+        return x, (y[self.targets[0]] if len(self.targets) == 1 else y)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._cache.clear()
+
+    def __getstate__(self):  # worker processes reopen the file
+        state = self.__dict__.copy()
+        state["_file"], state["_cache"] = None, {}
+        return state

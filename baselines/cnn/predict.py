@@ -1,0 +1,191 @@
+"""Predictions of a trained CNN on the test blends, and the baseline's submission folder.
+
+``predict_images`` runs a model on raw blends (counts) in batches, optionally averaging over the
+8 dihedral transforms about pixel (64, 64) (test-time augmentation: log10 fluxes averaged, masks
+mapped back and averaged). ``write_cnn_submission`` predicts a release's ``test_blends.h5`` and
+writes ``submissions/NAME`` through the method protocol (:class:`CNNMethod` fed by
+``challenge.protocol.run_method``), then copies the weights (when ≤ 20 MB) and the training
+history next to the predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+import baselines.cnn.models  # noqa: F401  (registers the custom layers before loading)
+import baselines.cnn.train  # noqa: F401  (registers the losses and metrics)
+from baselines.cnn.data import N_DIHEDRAL, check_split_file, dihedral
+from challenge.errors import BlendbenchError
+from challenge.protocol import run_method
+from challenge.submission_folder import SubmissionMetadata, write_submission
+
+MAX_WEIGHTS_BYTES = 20 * 1024**2
+PAPER_LINK = (
+    "Boucaud et al. 2019, MNRAS 491, 2481; architecture after github.com/aboucaud/coindeblend"
+)
+METHODS = {
+    "blend2flux": "conv net: raw blend -> log10 fluxes of [central, companion]",
+    "blend2mask2flux": "U-Net -> maps of [central, companion] -> flux net on [blend, maps]",
+}
+
+
+class WeightsError(BlendbenchError, ValueError):
+    """A weights file is missing, unreadable or of another model."""
+
+
+def load_trained(weights: Path | str, model_name: str | None = None) -> keras.Model:
+    """Load a trained ``model.keras`` (written by ``train_cnn``) for inference."""
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: no such weights file; pass --weights the model.keras written by "
+            "`blendbench train`"
+        )
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # keras raises many types for a damaged or foreign file
+        raise WeightsError(f"{path}: not a saved blendbench model ({err})") from None
+    if model_name is not None and model.name != model_name:
+        raise WeightsError(
+            f"{path}: holds a {model.name} model, not {model_name}; "
+            f"use `blendbench baseline {model.name}`"
+        )
+    return model
+
+
+def _run(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, 128, 128) counts -> log10 flux (n, 2), masks (n, 2, 128, 128) or None."""
+    out = model.predict_on_batch(images[..., None].astype(np.float32))
+    if isinstance(out, dict):
+        return np.asarray(out["flux"], np.float64), np.moveaxis(np.asarray(out["masks"]), -1, 1)
+    return np.asarray(out, np.float64), None
+
+
+def predict_images(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, tta: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fluxes (n, 2) in counts and masks (n, 2, 128, 128) in [0, 1] (or None) of raw blends.
+
+    Args:
+        model: a trained blend2flux or blend2mask2flux model.
+        images: (n, 128, 128) float32 blends in counts, the central at pixel (64, 64).
+        batch_size: blends per forward pass.
+        tta: average over the 8 dihedral transforms about (64, 64) (8x the cost).
+    """
+    n = len(images)
+    log_flux = np.zeros((n, 2))
+    masks = None
+    transforms = range(N_DIHEDRAL) if tta else range(1)
+    for start in range(0, n, batch_size):
+        batch = np.asarray(images[start : start + batch_size])
+        for k in transforms:
+            lf, m = _run(model, dihedral(batch, k, axes=(1, 2)))
+            log_flux[start : start + len(batch)] += lf / len(transforms)
+            if m is not None:
+                if masks is None:
+                    masks = np.zeros((n, 2, *images.shape[1:]), np.float32)
+                m = dihedral(m, k, axes=(2, 3), inverse=True)
+                masks[start : start + len(batch)] += m / len(transforms)
+    return 10.0**log_flux, masks
+
+
+class CNNMethod:
+    """A trained CNN as a protocol method; the model is loaded once per process."""
+
+    def __init__(self, weights: Path | str, model_name: str | None = None,
+                 batch_size: int = 64, tta: bool = True) -> None:
+        self.weights, self.model_name = Path(weights), model_name
+        self.batch_size, self.tta = batch_size, tta
+        self._model: keras.Model | None = None
+
+    @property
+    def model(self) -> keras.Model:
+        if self._model is None:
+            self._model = load_trained(self.weights, self.model_name)
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:  # send the path, not the model, to workers
+        return {**self.__dict__, "_model": None}
+
+    def __call__(self, batch, context) -> dict[str, np.ndarray]:
+        flux, masks = predict_images(self.model, batch.images, self.batch_size, self.tta)
+        out = {"flux": flux}
+        if masks is not None:
+            out["masks"] = (masks >= 0.5).astype(np.uint8)
+        return out
+
+
+def _training_record(weights: Path) -> dict[str, Any]:
+    path = weights.parent / "run.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return {}
+
+
+def write_cnn_submission(
+    model_name: str,
+    weights: Path | str,
+    data: Path | str,
+    out: Path | str,
+    batch_size: int = 64,
+    tta: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Predict the test blends of the release ``data`` and write the submission folder ``out``.
+
+    The metadata take the parameter count from the model, and the training time, hardware and
+    settings from the ``run.json`` beside the weights. ``progress`` gets the number of blends
+    done after each chunk. Returns ``out`` and a summary dict.
+    """
+    weights, data, out = Path(weights), Path(data), Path(out)
+    check_split_file(data / "test_blends.h5", ("blend_id",))
+    method = CNNMethod(weights, model_name, batch_size, tta)
+    model = method.model
+    record = _training_record(weights)
+    run = run_method(method, data, batch_size=512, workers=1, progress=progress)
+    blend_id, flux, masks = run.blend_id, run.outputs["flux"], run.outputs.get("masks")
+    release, n, inference_s = run.context.release, len(run.blend_id), run.seconds
+    settings = {
+        "config": str(record.get("config", "")),
+        "seed": int(record.get("seed", -1)),
+        "epochs": int(record.get("epochs", 0)),
+        "best_epoch": int(record.get("best_epoch") or 0),
+        "best_val_mape": float(record.get("best_val_mape") or float("nan")),
+        "trained_on": str(record.get("release", "")),
+        "keras_backend": keras.backend.backend(),
+        "test_time_augmentation": "8 dihedral transforms" if tta else "none",
+        "weights": weights.name,
+    }
+    trained_on = {"hardware": str(record["hardware"])} if record.get("hardware") else {}
+    meta = SubmissionMetadata(
+        name=out.name,
+        release=release,
+        method=f"{model_name} ({METHODS[model_name]}), config {settings['config']}",
+        link=PAPER_LINK,
+        training_time_s=float(record.get("wall_time_s", 0.0)),
+        inference_time_s=round(inference_s, 2),
+        parameters=int(model.count_params()),
+        extra=settings,
+        **trained_on,
+    )
+    write_submission(out, meta, blend_id, flux, masks=masks)
+    copied = []
+    if weights.stat().st_size <= MAX_WEIGHTS_BYTES:
+        shutil.copy2(weights, out / "model.keras")
+        copied.append("model.keras")
+    for name in ("history.csv", "run.json"):
+        if (weights.parent / name).is_file():
+            shutil.copy2(weights.parent / name, out / name)
+            copied.append(name)
+    summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release}
+    return out, summary

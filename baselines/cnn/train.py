@@ -1,0 +1,540 @@
+"""Training the CNN baselines: stages, schedules, time budget, checkpoints and resume.
+
+``train_cnn`` trains blend2flux (one stage, flux) or blend2mask2flux (two stages: the U-Net alone
+on the truth masks with binary cross-entropy, then end to end with the flux loss plus
+``mask_weight`` x the mask loss) and writes into ``out``:
+
+- ``model.keras``: the best model (lowest validation loss of the last stage), for inference;
+- ``history.csv``: one row per epoch (stage, losses, MAPE / IoU, learning rate, seconds,
+  images/s);
+- ``run.json``: the training record (config, seed, data, wall time, hardware, parameters,
+  best epoch, status);
+- ``checkpoint/``: the state after the last epoch (weights, optimizer variables, epoch, stage,
+  schedule and early-stopping state), which ``resume=True`` continues from in a later process.
+  The data order and augmentation of an epoch are a function of (seed, epoch) (see
+  ``baselines.cnn.data``), so this state is also the random state of the run.
+
+The paper's schedule (``schedule="plateau"``) halves the learning rate after ``lr_patience``
+epochs without improvement of the validation loss (as keras.callbacks.ReduceLROnPlateau) and
+stops after ``stop_patience`` such epochs (as keras.callbacks.EarlyStopping); both are done here
+between epochs so that their state is checkpointed. The compact configs use a linear warm-up and
+a cosine decay per step over the planned epochs; with a time budget the plan is cut, after each
+epoch, to the number of epochs that fit. A run always stops after the epoch during which its time
+budget ran out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+from keras import ops
+
+from baselines.cnn.configs import CNNConfig
+from baselines.cnn.data import BlendDataset, check_split_file
+from baselines.cnn.models import LN10, SKY_SIGMA, build_model, unet_part
+from challenge.errors import BlendbenchError
+
+MAX_LOG_ERROR = 3.0  # dex: the MAPE loss clips |log10(pred / truth)| here (inf-safe)
+Progress = Callable[[dict[str, Any]], None]
+
+
+class TrainingError(BlendbenchError, ValueError):
+    """A training run cannot start or resume (bad data folder, output folder, checkpoint)."""
+
+
+# --------------------------------------------------------------------------------------------
+# losses and metrics (functions of log10 flux; registered so saved models reload)
+
+
+@keras.saving.register_keras_serializable(package="blendbench")
+def flux_ape(y_true, y_pred):
+    """Absolute percentage error / 100 from log10 fluxes: mean |10**(pred - true) - 1|.
+
+    Equal to MAPE / 100 (the paper's loss) while |log10(pred / true)| < 3 dex.
+    """
+    d = ops.clip(y_pred - y_true, -MAX_LOG_ERROR, MAX_LOG_ERROR)
+    return ops.mean(ops.abs(ops.exp(LN10 * d) - 1.0), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="blendbench")
+def flux_log_mae(y_true, y_pred):
+    """Mean absolute log10 error (dex); x ln 10 it approximates APE for small errors."""
+    return ops.mean(ops.abs(y_pred - y_true), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="blendbench")
+def mape(y_true, y_pred):
+    """MAPE in percent from log10 fluxes (the benchmark's headline metric)."""
+    return 100.0 * flux_ape(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="blendbench")
+def mask_iou(y_true, y_pred):
+    """Mean IoU of maps thresholded at 0.5, per galaxy (1 when both maps are empty)."""
+    p = ops.cast(y_pred >= 0.5, "float32")
+    t = ops.cast(y_true >= 0.5, "float32")
+    inter = ops.sum(p * t, axis=(1, 2))
+    union = ops.sum(ops.maximum(p, t), axis=(1, 2))
+    iou = ops.where(union > 0, inter / ops.maximum(union, 1.0), 1.0)
+    return ops.mean(iou, axis=-1)
+
+
+FLUX_LOSSES = {"mape": flux_ape, "log_mae": flux_log_mae}
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+def hardware() -> str:
+    """CPU model and core count, and the Keras backend (a line for submission metadata)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return f"{cpu} x{cores} cores, keras {keras.__version__} ({keras.backend.backend()})"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; ``record`` is the content of ``run.json``."""
+
+    out: Path
+    model_path: Path
+    record: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _atomic_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+
+
+HISTORY_FIELDS = (
+    "epoch", "stage", "stage_epoch", "loss", "val_loss", "mape", "val_mape", "iou", "val_iou",
+    "lr", "seconds", "images_per_s",
+)  # fmt: skip
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_history(path: Path | str) -> list[dict[str, Any]]:
+    """Rows of a ``history.csv`` (numbers as floats, empty cells as None)."""
+    rows = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.append(
+                {k: (v if k == "stage" else int(v) if k in ("epoch", "stage_epoch")
+                     else float(v) if v not in ("", None) else None)
+                 for k, v in row.items()}
+            )  # fmt: skip
+    return rows
+
+
+def _normalise_logs(logs: dict[str, float]) -> dict[str, float]:
+    """Keras log keys (``flux_mape``, ``val_masks_mask_iou`` ...) -> loss / mape / iou."""
+    out = {}
+    for key, value in logs.items():
+        prefix = "val_" if key.startswith("val_") else ""
+        if key in ("loss", "val_loss"):
+            out[key] = float(value)
+        elif key.endswith("mape"):
+            out[prefix + "mape"] = float(value)
+        elif key.endswith("iou"):
+            out[prefix + "iou"] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# schedule
+
+
+class _StepLR(keras.callbacks.Callback):
+    """Sets the learning rate before every step from a function of the global step."""
+
+    def __init__(self, lr_of_step: Callable[[int], float], first_step: int):
+        super().__init__()
+        self.lr_of_step = lr_of_step
+        self.step = first_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self.lr_of_step(self.step)
+        self.step += 1
+
+
+def cosine_lr(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _save_checkpoint(folder: Path, model: keras.Model, optimizer, state: dict[str, Any]):
+    _save_weights(model, folder / "last.weights.h5")
+    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    with open(folder / "optimizer.npz.tmp", "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(folder / "optimizer.npz.tmp", folder / "optimizer.npz")
+    _atomic_json(folder / "state.json", state)
+
+
+def _load_optimizer(folder: Path, optimizer, variables) -> None:
+    optimizer.build(variables)
+    with np.load(folder / "optimizer.npz") as saved:
+        values = [saved[f"v{i}"] for i in range(len(saved.files))]
+    if len(values) != len(optimizer.variables):
+        raise TrainingError(
+            f"{folder}/optimizer.npz: {len(values)} optimizer variables, the model needs "
+            f"{len(optimizer.variables)}; the checkpoint belongs to another config"
+        )
+    for var, value in zip(optimizer.variables, values, strict=True):
+        var.assign(value)
+
+
+def _release_attrs(path: Path) -> tuple[str, float]:
+    """Release name and sky sigma (counts / px) recorded in a split file."""
+    with h5py.File(path, "r") as f:
+        return str(f.attrs.get("release", "")), float(f.attrs.get("sky_sigma", SKY_SIGMA))
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def _stage_setup(model: keras.Model, config: CNNConfig, stage: str):
+    """(training model, loss, loss weights, metrics, dataset targets) of a stage."""
+    # The training model is a new functional model over the same layers: it carries the
+    # optimizer, so ``model`` itself stays uncompiled and its weight files hold weights only.
+    flux_loss = FLUX_LOSSES[config.train.loss]
+    flux = model.get_layer("flux").output
+    if config.model == "blend2flux":
+        return keras.Model(model.input, flux), flux_loss, None, [mape], ("flux",)
+    if stage == "masks":
+        return unet_part(model), "binary_crossentropy", None, [mask_iou], ("masks",)
+    outputs = {"masks": model.get_layer("masks").output, "flux": flux}
+    losses = {"masks": "binary_crossentropy", "flux": flux_loss}
+    weights = {"masks": config.train.mask_weight, "flux": 1.0}
+    metrics = {"masks": [mask_iou], "flux": [mape]}
+    return keras.Model(model.input, outputs), losses, weights, metrics, ("masks", "flux")
+
+
+def _stage_plan(config: CNNConfig, epochs: int, budget_s: float | None) -> list[dict[str, Any]]:
+    """Epochs and deadline (seconds of training elapsed since the start) of each stage."""
+    if config.model == "blend2flux":
+        return [{"stage": "flux", "epochs": epochs, "budget_s": budget_s}]
+    frac = config.train.mask_stage_fraction
+    first = max(1, round(epochs * frac))
+    return [
+        {"stage": "masks", "epochs": first, "budget_s": budget_s * frac if budget_s else None},
+        {"stage": "flux", "epochs": max(1, epochs - first), "budget_s": budget_s},
+    ]
+
+
+def train_cnn(
+    config: CNNConfig,
+    data: Path | str,
+    out: Path | str,
+    seed: int = 0,
+    epochs: int | None = None,
+    time_budget_min: float | None = None,
+    resume: bool = False,
+    limit: int | None = None,
+    verbose: int = 0,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train ``config`` on the release folder ``data``; write model, history and record to ``out``.
+
+    Args:
+        config: a named configuration (``configs.get_config``).
+        data: release folder holding ``train.h5`` and ``val.h5``.
+        out: output folder (created; must be empty unless ``resume``).
+        seed: seeds weights, data order and augmentation.
+        epochs: maximum epochs (default: the config's).
+        time_budget_min: stop after the epoch during which this many minutes of training
+            (all stages, all resumed runs) have passed; the cosine schedule is planned to end
+            within it.
+        resume: continue the run checkpointed in ``out``.
+        limit: use only the first ``limit`` train and val blends (quick runs).
+        verbose: Keras progress bar (0 none, 1 bar, 2 one line per epoch).
+        progress: called with each epoch's history row.
+    """
+    data, out = Path(data), Path(out)
+    train_path, val_path = data / "train.h5", data / "val.h5"
+    if not data.is_dir():
+        raise TrainingError(f"{data}: no such release folder; pass --data a generated release")
+    for path in (train_path, val_path):
+        if not path.is_file():
+            raise TrainingError(
+                f"{path}: missing; training needs a release with train.h5 and val.h5 "
+                "(`blendbench generate --release v1 --out DIR`)"
+            )
+    needs = ("flux",) if config.model == "blend2flux" else ("masks", "flux")
+    check_split_file(train_path, needs)
+    check_split_file(val_path, needs)
+    release, sky_sigma = _release_attrs(train_path)
+    ckpt = out / "checkpoint"
+    if resume:
+        if not (ckpt / "state.json").is_file():
+            raise TrainingError(f"{ckpt}/state.json: no checkpoint to resume; drop --resume")
+        state = json.loads((ckpt / "state.json").read_text())
+        saved = CNNConfig.from_dict(state["config"])
+        if (saved.model, saved.name) != (config.model, config.name):
+            raise TrainingError(
+                f"{ckpt}: checkpoint of {saved.model} --config {saved.name}, asked to resume "
+                f"{config.model} --config {config.name}; use the same model and config"
+            )
+        config, seed = saved, int(state["seed"])
+        if epochs is not None:
+            config = config.with_epochs(epochs)
+        if epochs is not None or time_budget_min is not None:
+            # a new limit: plan the rest of the last stage run afresh (reopened if finished)
+            state["planned_epochs"], state["stopped"] = None, ""
+            state["stage_index"] = min(state["stage_index"], len(_stage_plan(config, 1, None)) - 1)
+        history = read_history(out / "history.csv") if (out / "history.csv").is_file() else []
+        history = history[: state["global_epoch"]]
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise TrainingError(
+                f"{out}: output folder exists and is not empty; choose a new --out, or --resume"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        if epochs is not None:
+            config = config.with_epochs(epochs)
+        state = {
+            "stage_index": 0,
+            "stage_epoch": 0,
+            "global_epoch": 0,
+            "elapsed_s": 0.0,
+            "best": None,
+            "best_epoch": None,
+            "wait": 0,
+            "plateau_best": None,
+            "plateau_wait": 0,
+            "lr": config.train.learning_rate,
+            "planned_epochs": None,
+            "stopped": "",
+        }
+        history = []
+    if time_budget_min is not None:
+        state["time_budget_s"] = 60.0 * float(time_budget_min)
+    budget_s = state.get("time_budget_s")
+    state.update(config=config.to_dict(), seed=seed, data=str(data), release=release)
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, sky_sigma)
+    export = build_model(config, sky_sigma)
+    n_params = model.count_params()
+    record = {
+        "model": config.model,
+        "config": config.name,
+        "seed": seed,
+        "data": str(data.resolve()),
+        "release": release,
+        "parameters": n_params,
+        "hardware": hardware(),
+        "keras_backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "settings": config.to_dict(),
+        "time_budget_s": budget_s,
+        "limit": limit,
+    }
+    plan = _stage_plan(config, config.train.epochs, budget_s)
+    tc = config.train
+    run_start = time.perf_counter()
+    elapsed0 = state["elapsed_s"]
+
+    def elapsed() -> float:
+        return elapsed0 + time.perf_counter() - run_start
+
+    for stage_index in range(state["stage_index"], len(plan)):
+        stage = plan[stage_index]
+        if state["stage_epoch"] > 0:  # resume inside this stage
+            model.load_weights(ckpt / "last.weights.h5")
+            keras.utils.set_random_seed(seed + state["global_epoch"])
+        elif stage_index > 0:  # end-to-end training starts from the best pre-trained U-Net
+            model.load_weights(ckpt / "pretrained.weights.h5")
+        train_model, loss, loss_weights, metrics, targets = _stage_setup(
+            model, config, stage["stage"]
+        )
+        optimizer = keras.optimizers.Adam(learning_rate=state["lr"])
+        train_model.compile(
+            optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics
+        )
+        if state["stage_epoch"] > 0:
+            _load_optimizer(ckpt, optimizer, train_model.trainable_variables)
+        train_ds = BlendDataset(
+            train_path, tc.batch_size, targets, shuffle=True, augment=tc.augment, seed=seed,
+            limit=limit,
+        )  # fmt: skip
+        val_ds = BlendDataset(val_path, 64, targets, limit=limit)
+        steps = len(train_ds)
+        planned = state["planned_epochs"] or stage["epochs"]
+        try:
+            while state["stage_epoch"] < planned:
+                e = state["stage_epoch"]
+                callbacks = []
+                if tc.schedule == "cosine":
+                    warmup = tc.warmup_epochs * steps
+
+                    def lr_of_step(step, planned=planned, warmup=warmup, steps=steps):
+                        return cosine_lr(step, planned * steps, warmup, tc.learning_rate)
+
+                    callbacks.append(_StepLR(lr_of_step, e * steps))
+                else:
+                    optimizer.learning_rate = state["lr"]
+                train_ds.set_epoch(state["global_epoch"])
+                t0 = time.perf_counter()
+                fit = train_model.fit(
+                    train_ds, epochs=1, validation_data=val_ds, verbose=verbose, shuffle=False,
+                    callbacks=callbacks,
+                )  # fmt: skip
+                seconds = time.perf_counter() - t0
+                logs = _normalise_logs({k: v[-1] for k, v in fit.history.items()})
+                row = {
+                    "epoch": state["global_epoch"] + 1,
+                    "stage": stage["stage"],
+                    "stage_epoch": e + 1,
+                    **logs,
+                    "lr": float(optimizer.learning_rate.numpy()),
+                    "seconds": round(seconds, 2),
+                    "images_per_s": round(train_ds.n / seconds, 1),
+                }
+                history.append(row)
+                state["stage_epoch"] += 1
+                state["global_epoch"] += 1
+                val_loss = logs.get("val_loss", math.inf)
+                if not math.isfinite(val_loss):
+                    raise TrainingError(
+                        f"{out}: validation loss became {val_loss} at epoch {row['epoch']}; "
+                        "lower the learning rate or check the release"
+                    )
+                if state["best"] is None or val_loss < state["best"]:
+                    state["best"], state["best_epoch"], state["wait"] = val_loss, row["epoch"], 0
+                    _save_weights(model, ckpt / "best.weights.h5")
+                    if stage_index == len(plan) - 1:
+                        export.set_weights(model.get_weights())
+                        _save_weights(export, out / "model.keras")
+                else:
+                    state["wait"] += 1
+                if tc.schedule == "plateau":  # as keras.callbacks.ReduceLROnPlateau
+                    if state["plateau_best"] is None or val_loss < state["plateau_best"] - 1e-4:
+                        state["plateau_best"], state["plateau_wait"] = val_loss, 0
+                    else:
+                        state["plateau_wait"] += 1
+                        if state["plateau_wait"] >= tc.lr_patience:
+                            state["lr"] *= tc.lr_factor
+                            state["plateau_wait"] = 0
+                if stage["budget_s"] is not None:  # plan the epochs that still fit
+                    left = stage["budget_s"] - elapsed()
+                    fit_more = int(max(0.0, left) // max(seconds, 1e-3))
+                    planned = max(
+                        state["stage_epoch"], min(planned, state["stage_epoch"] + fit_more)
+                    )
+                    state["planned_epochs"] = planned
+                    if left <= 0:
+                        state["stopped"] = f"time budget ({stage['stage']} stage)"
+                        planned = state["stage_epoch"]
+                if tc.stop_patience and state["wait"] >= tc.stop_patience:
+                    state["stopped"] = f"early stopping ({stage['stage']} stage)"
+                    planned = state["stage_epoch"]
+                if state["stage_epoch"] >= planned:
+                    state["planned_epochs"] = planned
+                state["elapsed_s"] = elapsed()
+                _save_checkpoint(ckpt, model, optimizer, state)
+                _write_history(out / "history.csv", history)
+                _atomic_json(
+                    out / "run.json", {**record, **_summary(state, history), "status": "running"}
+                )
+                if progress:
+                    progress(row)
+        finally:
+            train_ds.close()
+            val_ds.close()
+        if stage_index < len(plan) - 1:  # the next stage starts afresh from the best weights
+            shutil.copy2(ckpt / "best.weights.h5", ckpt / "pretrained.weights.h5")
+            state.update(
+                stage_index=stage_index + 1, stage_epoch=0, best=None, best_epoch=None, wait=0,
+                plateau_best=None, plateau_wait=0, lr=tc.learning_rate, planned_epochs=None,
+            )  # fmt: skip
+            _atomic_json(ckpt / "state.json", state)
+    state["elapsed_s"] = elapsed()
+    state["stage_index"] = len(plan)
+    _atomic_json(ckpt / "state.json", state)
+    if not (out / "model.keras").exists():
+        raise TrainingError(f"{out}: no epoch of the flux stage ran; raise --epochs")
+    final = {**record, **_summary(state, history), "status": "done"}
+    _atomic_json(out / "run.json", final)
+    return TrainResult(out, out / "model.keras", final, history)
+
+
+def _save_weights(model: keras.Model, path: Path) -> None:
+    """Write weights atomically (Keras on TensorFlow warns about numpy's copy keyword here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if path.name.endswith(".keras"):
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _summary(state: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    last = [r for r in history if r["stage"] == "flux"]
+    best = next((r for r in last if r["epoch"] == state.get("best_epoch")), None)
+    return {
+        "epochs": state["global_epoch"],
+        "wall_time_s": round(state["elapsed_s"], 1),
+        "best_epoch": state.get("best_epoch"),
+        "best_val_loss": state.get("best"),
+        "best_val_mape": best.get("val_mape") if best else None,
+        "best_val_iou": best.get("val_iou") if best else None,
+        "stopped": state.get("stopped", ""),
+    }
+
+
+def copy_run_files(run_dir: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+    """Copy files of a training run folder into ``dest``; returns the names copied."""
+    copied = []
+    for name in names:
+        src = run_dir / name
+        if src.is_file():
+            shutil.copy2(src, dest / name)
+            copied.append(name)
+    return copied
