@@ -34,30 +34,52 @@ class SepResult:
     mode: str
 
 
+def assign_sources(
+    x: np.ndarray, y: np.ndarray, flux: np.ndarray, x0: float, y0: float, r_e_central: float
+) -> tuple[int, int, int]:
+    """The paper's rule for naming the detections of one blend central and companion.
+
+    The central is the detection nearest the centre ``(x0, y0)``, the companion the brightest
+    other one; a lone detection is the central when it lies within 0.5 ``r_e_central`` of the
+    centre, else the companion. Shared by every detection-based method so they all follow it.
+
+    Args:
+        x, y: (n,) detection positions in px (x = column, y = row).
+        flux: (n,) detection fluxes in counts (only their order matters).
+        x0, y0: the stamp centre in px; r_e_central: px.
+
+    Returns:
+        (index of the central or -1, index of the companion or -1, detection case: -1 none,
+        0 central only, 1 companion only, 2 exactly two, 3 more than two).
+    """
+    n = len(x)
+    if n == 0:
+        return -1, -1, NO_DETECTION
+    d = np.hypot(np.asarray(x, dtype=float) - x0, np.asarray(y, dtype=float) - y0)
+    if n == 1:
+        if d[0] <= 0.5 * r_e_central:
+            return 0, -1, CENTRAL_ONLY
+        return -1, 0, COMPANION_ONLY
+    central = int(np.argmin(d))
+    others = np.delete(np.arange(n), central)
+    companion = int(others[np.argmax(np.asarray(flux)[others])])
+    return central, companion, BOTH if n == 2 else MORE
+
+
 def deblend_blend(image: np.ndarray, r_e_central: float) -> SepResult:
     """Run the cold/hot sep procedure on one (H, W) blend and assign central and companion."""
     h, w = image.shape
-    x0, y0 = w // 2, h // 2
     sources, mode = detect(image, COLD), "cold"
     if len(sources) < 2:
         sources, mode = detect(image, HOT), "hot"
     flux = np.zeros(2)
     masks = np.zeros((2, h, w), np.uint8)
-    n = len(sources)
-    if n == 0:
-        return SepResult(flux, masks, NO_DETECTION, mode)
-    d = sources.distance_to(x0, y0)
-    if n == 1:
-        slot = 0 if d[0] <= 0.5 * r_e_central else 1
-        flux[slot] = sources.flux_auto[0]
-        masks[slot] = sources.mask(0)
-        return SepResult(flux, masks, CENTRAL_ONLY if slot == 0 else COMPANION_ONLY, mode)
-    central = int(np.argmin(d))
-    others = np.delete(np.arange(n), central)
-    companion = int(others[np.argmax(sources.flux_auto[others])])
-    flux[:] = sources.flux_auto[[central, companion]]
-    masks[0], masks[1] = sources.mask(central), sources.mask(companion)
-    return SepResult(flux, masks, BOTH if n == 2 else MORE, mode)
+    picks = assign_sources(sources.x, sources.y, sources.flux_auto, w // 2, h // 2, r_e_central)
+    for slot, i in enumerate(picks[:2]):
+        if i >= 0:
+            flux[slot] = sources.flux_auto[i]
+            masks[slot] = sources.mask(i)
+    return SepResult(flux, masks, picks[2], mode)
 
 
 def deblend_chunk(images: np.ndarray, r_e_central: np.ndarray) -> dict[str, np.ndarray]:

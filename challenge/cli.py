@@ -6,6 +6,7 @@ from challenge import (  # noqa: F401  (each module registers its commands)
     cli_baselines,
     cli_cnn,
     cli_demo,
+    cli_peers,
     cli_release,
     cli_run,
     cli_scoring,
