@@ -30,8 +30,18 @@ def demo_release(folder: Path = DEMO_DIR) -> Path:
     return folder
 
 
+# Trained reference CNNs committed in the project, run on the demo release when present.
+CNN_WEIGHTS = {
+    "blend2flux-compact": ("blend2flux", Path("submissions/blend2flux-compact/model.keras")),
+    "blend2mask2flux-compact": (
+        "blend2mask2flux",
+        Path("submissions/blend2mask2flux-compact/model.keras"),
+    ),
+}
+
+
 def run_reference_baselines(folder: Path, submissions: Path) -> None:
-    """sep and the oracle on the release's test blends (skipped when already there)."""
+    """sep, the oracle and the committed CNNs on the release's test blends (cached)."""
     from baselines.oracle import run_oracle
     from baselines.sep_baseline import run_sep_baseline
 
@@ -47,6 +57,14 @@ def run_reference_baselines(folder: Path, submissions: Path) -> None:
             task = bar.add_task(name, total=resolve_release(folder)[1].spec.n_blends["test"])
             _, elapsed = run(folder, out, workers, progress=lambda k, t=task: bar.advance(t, k))
         console.print(f"{name}: wrote {out} in {elapsed:.1f} s")
+    for name, (model, weights) in CNN_WEIGHTS.items():
+        out = submissions / name
+        if (out / "predictions.h5").is_file() or not weights.is_file():
+            continue
+        from baselines.cnn.predict import write_cnn_submission
+
+        _, summary = write_cnn_submission(model, weights, folder, out, tta=False)
+        console.print(f"{name}: wrote {out} in {summary['inference_s']:.1f} s ({weights})")
 
 
 @app.command()
