@@ -34,14 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from baselines.peers import import_peer
-from baselines.sep_baseline import (
-    BOTH,
-    CENTRAL_ONLY,
-    COMPANION_ONLY,
-    MORE,
-    NO_DETECTION,
-    assign_sources,
-)
+from baselines.sep_baseline import NO_DETECTION, assign_sources, detection_case_counts
 
 
 @dataclass(frozen=True)
@@ -270,10 +263,7 @@ def run_photutils_baseline(
             "global_background_fraction": float(result["global_background"].mean()),
             "workers": workers,
             "photutils_version": photutils.__version__,
-            "detection_cases": {
-                str(k): int(np.sum(result["detection"] == k))
-                for k in (NO_DETECTION, CENTRAL_ONLY, COMPANION_ONLY, BOTH, MORE)
-            },
+            "detection_cases": detection_case_counts(result["detection"]),
         },
     )
     write_submission(

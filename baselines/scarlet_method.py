@@ -53,14 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from baselines.peers import import_peer
-from baselines.sep_baseline import (
-    BOTH,
-    CENTRAL_ONLY,
-    COMPANION_ONLY,
-    MORE,
-    NO_DETECTION,
-    assign_sources,
-)
+from baselines.sep_baseline import NO_DETECTION, assign_sources, detection_case_counts
 from challenge.errors import BlendbenchError
 from challenge.photometry import COLD, HOT, detect
 
@@ -632,10 +625,7 @@ def run_scarlet_baseline(
             "small_crop_fraction": float(np.mean(result["crop"][fitted] == settings.small_crop))
             if fitted.any()
             else 0.0,
-            "detection_cases": {
-                str(k): int(np.sum(result["detection"] == k))
-                for k in (NO_DETECTION, CENTRAL_ONLY, COMPANION_ONLY, BOTH, MORE)
-            },
+            "detection_cases": detection_case_counts(result["detection"]),
         },
     )
     write_submission(

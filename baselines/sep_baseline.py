@@ -23,6 +23,27 @@ from challenge.photometry import COLD, HOT, detect
 NO_DETECTION, CENTRAL_ONLY, COMPANION_ONLY, BOTH, MORE = -1, 0, 1, 2, 3
 
 
+DETECTION_CASES = {
+    NO_DETECTION: "none",
+    CENTRAL_ONLY: "central-only",
+    COMPANION_ONLY: "companion-only",
+    BOTH: "two",
+    MORE: "more",
+}
+
+
+def detection_case_counts(detection: np.ndarray) -> dict[str, int]:
+    """How many blends fall in each detection case, keyed by the case code as a string."""
+    detection = np.asarray(detection)
+    return {str(k): int(np.sum(detection == k)) for k in DETECTION_CASES}
+
+
+def describe_cases(detection: np.ndarray) -> str:
+    """One line for a terminal: ``none=11 central-only=426 ...``."""
+    counts = detection_case_counts(detection)
+    return " ".join(f"{name}={counts[str(k)]}" for k, name in DETECTION_CASES.items())
+
+
 @dataclass(frozen=True)
 class SepResult:
     """One blend: flux (2,) counts [central, companion], masks (2, H, W) uint8, detection case,
@@ -125,10 +146,7 @@ def run_sep_baseline(
             "hot": [HOT.thresh, HOT.minarea, HOT.deblend_cont, HOT.deblend_nthresh],
             "workers": workers,
             "hot_mode_fraction": float(result["hot"].mean()),
-            "detection_cases": {
-                str(k): int(np.sum(result["detection"] == k))
-                for k in (NO_DETECTION, CENTRAL_ONLY, COMPANION_ONLY, BOTH, MORE)
-            },
+            "detection_cases": detection_case_counts(result["detection"]),
         },
     )
     write_submission(

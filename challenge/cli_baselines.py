@@ -44,7 +44,7 @@ def sep_cmd(
     workers: int = typer.Option(DEFAULT_WORKERS, help="processes"),
 ) -> None:
     """SExtractor (sep) cold/hot, as in the paper; records the detection case per blend."""
-    from baselines.sep_baseline import run_sep_baseline
+    from baselines.sep_baseline import describe_cases, run_sep_baseline
 
     with blend_progress("sep") as bar:
         task = bar.add_task("sep", total=_n_test(data))
@@ -52,12 +52,10 @@ def sep_cmd(
             data, out, workers, progress=lambda k: bar.advance(task, k)
         )
     n = len(result["flux"])
-    cases = {k: int((result["detection"] == k).sum()) for k in (-1, 0, 1, 2, 3)}
     console.print(
         f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} workers); "
         f"hot mode {result['hot'].mean():.1%}; detection cases "
-        f"none={cases[-1]} central-only={cases[0]} companion-only={cases[1]} two={cases[2]} "
-        f"more={cases[3]}; wrote {out}"
+        f"{describe_cases(result['detection'])}; wrote {out}"
     )
 
 

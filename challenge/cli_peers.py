@@ -6,16 +6,9 @@ from pathlib import Path
 
 import typer
 
+from baselines.sep_baseline import describe_cases
 from challenge.cli_app import console, user_errors
 from challenge.cli_baselines import DEFAULT_WORKERS, _n_test, baseline_app, blend_progress
-
-
-def _cases(detection) -> str:
-    counts = {k: int((detection == k).sum()) for k in (-1, 0, 1, 2, 3)}
-    return (
-        f"none={counts[-1]} central-only={counts[0]} companion-only={counts[1]} "
-        f"two={counts[2]} more={counts[3]}"
-    )
 
 
 @baseline_app.command("photutils")
@@ -37,7 +30,7 @@ def photutils_cmd(
     console.print(
         f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
         f"workers); global-background fallback {result['global_background'].mean():.1%}; "
-        f"detection cases {_cases(result['detection'])}; wrote {out}"
+        f"detection cases {describe_cases(result['detection'])}; wrote {out}"
     )
 
 
@@ -91,5 +84,5 @@ def scarlet2_cmd(
         f"scarlet2: {n} blends in {elapsed:.1f} s ({n / elapsed:.2f} blends/s); failed fits "
         f"(sep fallback) {int(result['failed'].sum())}, not converged "
         f"{int((~result['converged'] & fitted).sum())}; detection cases "
-        f"{_cases(result['detection'])}; wrote {out}"
+        f"{describe_cases(result['detection'])}; wrote {out}"
     )
