@@ -238,3 +238,20 @@ def test_cosmos_missing_catalogue_is_a_clear_error(tmp_path):
 def test_cosmos_example_preset_is_defined():
     spec = preset("cosmos-example")
     assert spec.source == "cosmos" and spec.source_path == "" and spec.n_galaxies is None
+
+
+def test_bulge_fraction_from_galsim_parametric_fits(tmp_path):
+    from challenge.sources.cosmos import bulge_fraction_from_fits
+
+    cols = fits.ColDefs([
+        fits.Column(name="IDENT", format="J", array=np.arange(4)),
+        fits.Column(name="use_bulgefit", format="J", array=np.array([1, 1, 0, 0])),
+        fits.Column(name="flux", format="3D",
+                    array=np.array([[9, 8, 2], [9, 1, 9], [9, 0, 0], [9, 0, 0]], float)),
+        fits.Column(name="sersicfit", format="8D",
+                    array=np.array([[0, 0, n, 0, 0, 0, 0, 0] for n in (1, 1, 4.0, 1.0)], float)),
+    ])
+    path = tmp_path / "real_galaxy_catalog_x_fits.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path)
+    assert bulge_fraction_from_fits(path) == pytest.approx([0.8, 0.1, 1.0, 0.0])
+    assert bulge_fraction_from_fits(tmp_path / "absent.fits") is None

@@ -11,8 +11,8 @@ their outer frame is more than a factor 2 off the whitened variance, or when the
 reaches the stamp edge (border flux above 5σ).
 
 Morphology (documented rule). With GalSim's parametric fits (the full download's
-``*_fits.fits`` with ``use_bulgefit``/``bulgefit``/``sersicfit``): bulge-to-total B/T from the
-bulge+disc fit where ``use_bulgefit`` is set, else the single Sérsic index n (B/T ≈ 1 for
+``*_fits.fits`` with ``use_bulgefit``/``flux``/``sersicfit``): bulge-to-total B/T from the
+bulge+disc fit's fluxes where ``use_bulgefit`` is set, else the single Sérsic index n (B/T ≈ 1 for
 n ≥ 2.5, 0.5 for 1.5 ≤ n < 2.5, 0 below); B/T ≥ 0.7 → bulge, 0.25 ≤ B/T < 0.7 → bulge+disc,
 else disc. Without fits (the 100-galaxy example), the concentration C = 5 log10(r80 / r20) of
 the re-rendered stamp (radii enclosing 20% and 80% of its Kron flux) decides: C ≥ 3.3 bulge,
@@ -72,24 +72,25 @@ def find_catalogue(folder: Path) -> Path:
 
 
 def bulge_fraction_from_fits(fits_path: Path) -> np.ndarray | None:
-    """B/T per galaxy from GalSim's parametric fits, or None when the file lacks them."""
+    """B/T per galaxy from GalSim's parametric fits, or None when the file lacks them.
+
+    As ``galsim.COSMOSCatalog`` reads them: ``flux`` holds [Sérsic, bulge, disc] fluxes of the
+    fits, ``use_bulgefit`` says whether the bulge+disc fit is the one to use, and
+    ``sersicfit[:, 2]`` is the single-Sérsic index.
+    """
     if not fits_path.is_file():
         return None
     with fits.open(fits_path) as hdul:
         data = hdul[1].data
         names = {n.lower() for n in data.columns.names}
-        if not {"use_bulgefit", "bulgefit", "sersicfit"} <= names:
+        if not {"use_bulgefit", "flux", "sersicfit"} <= names:
             return None
         use_bulge = np.asarray(data["use_bulgefit"]).astype(bool)
-        bulgefit = np.asarray(data["bulgefit"], dtype=float)
-        sersicfit = np.asarray(data["sersicfit"], dtype=float)
-    # GalSim's layout: bulgefit[:, 0] disc flux-like amplitude and bulgefit[:, 8] bulge (see
-    # galsim.COSMOSCatalog: disc flux = 2π q_d Σ_d R_d² / ..., here approximated by the
-    # amplitudes' ratio); sersicfit[:, 2] is the Sérsic index.
-    disc, bulge = bulgefit[:, 0], bulgefit[:, 8]
+        flux = np.asarray(data["flux"], dtype=float)
+        n = np.asarray(data["sersicfit"], dtype=float)[:, 2]
+    bulge, disc = flux[:, 1], flux[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        bt_fit = np.where(disc + bulge > 0, bulge / (disc + bulge), 0.0)
-    n = sersicfit[:, 2]
+        bt_fit = np.clip(np.where(bulge + disc > 0, bulge / (bulge + disc), 0.0), 0.0, 1.0)
     bt_sersic = np.where(n >= 2.5, 1.0, np.where(n >= 1.5, 0.5, 0.0))
     return np.where(use_bulge, bt_fit, bt_sersic)
 
