@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -15,6 +17,7 @@ baseline_app = typer.Typer(
 )
 app.add_typer(baseline_app, name="baseline")
 
+T = TypeVar("T")
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 
@@ -28,6 +31,13 @@ def blend_progress(description: str) -> Progress:
         TimeRemainingColumn(),
         console=err_console,
     )
+
+
+def with_progress(name: str, total: int, run: Callable[[Callable[[int], None]], T]) -> T:
+    """Call ``run(advance)`` under a progress bar of ``total`` blends; returns its result."""
+    with blend_progress(name) as bar:
+        task = bar.add_task(name, total=total)
+        return run(lambda k: bar.advance(task, k))
 
 
 def _n_test(data: Path) -> int:
@@ -46,11 +56,9 @@ def sep_cmd(
     """SExtractor (sep) cold/hot, as in the paper; records the detection case per blend."""
     from baselines.sep_baseline import describe_cases, run_sep_baseline
 
-    with blend_progress("sep") as bar:
-        task = bar.add_task("sep", total=_n_test(data))
-        result, elapsed = run_sep_baseline(
-            data, out, workers, progress=lambda k: bar.advance(task, k)
-        )
+    result, elapsed = with_progress(
+        "sep", _n_test(data), lambda advance: run_sep_baseline(data, out, workers, progress=advance)
+    )
     n = len(result["flux"])
     console.print(
         f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} workers); "
@@ -69,9 +77,9 @@ def oracle_cmd(
     """The noise-floor oracle: true noiseless neighbour subtracted, then the truth procedure."""
     from baselines.oracle import run_oracle
 
-    with blend_progress("oracle") as bar:
-        task = bar.add_task("oracle", total=_n_test(data))
-        result, elapsed = run_oracle(data, out, workers, progress=lambda k: bar.advance(task, k))
+    result, elapsed = with_progress(
+        "oracle", _n_test(data), lambda advance: run_oracle(data, out, workers, progress=advance)
+    )
     n = len(result["flux"])
     console.print(
         f"oracle: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s); wrote {out}"

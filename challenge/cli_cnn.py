@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from challenge.cli_app import app, console, err_console, user_errors
-from challenge.cli_baselines import baseline_app, blend_progress
+from challenge.cli_baselines import baseline_app, with_progress
 from challenge.release import DEFAULT_SEED
 
 MODEL_HELP = "blend2flux or blend2mask2flux"
@@ -73,11 +73,13 @@ def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int,
     from challenge.release import resolve_release
 
     n = resolve_release(data)[1].spec.n_blends["test"]
-    with blend_progress(model) as bar:
-        task = bar.add_task(model, total=n)
-        out, summary = write_cnn_submission(
-            model, weights, data, out, batch_size, tta, progress=lambda k: bar.advance(task, k)
-        )
+    out, summary = with_progress(
+        model,
+        n,
+        lambda advance: write_cnn_submission(
+            model, weights, data, out, batch_size, tta, progress=advance
+        ),
+    )
     console.print(
         f"{model}: {summary['n']} blends in {summary['inference_s']:.1f} s "
         f"({summary['n'] / summary['inference_s']:.0f} blends/s"

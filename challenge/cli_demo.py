@@ -12,9 +12,10 @@ from pathlib import Path
 import typer
 
 from challenge.cli_app import app, console, user_errors
-from challenge.cli_baselines import blend_progress
+from challenge.cli_baselines import with_progress
 from challenge.cli_release import _print_verify, run_generate
 from challenge.cli_scoring import print_leaderboard
+from challenge.release import resolve_release
 
 DEMO_DIR = Path("releases") / "mini"
 
@@ -51,11 +52,11 @@ def run_reference_baselines(folder: Path, submissions: Path) -> None:
         if (out / "predictions.h5").is_file():
             console.print(f"using cached {out}")
             continue
-        with blend_progress(name) as bar:
-            from challenge.release import resolve_release
-
-            task = bar.add_task(name, total=resolve_release(folder)[1].spec.n_blends["test"])
-            _, elapsed = run(folder, out, workers, progress=lambda k, t=task: bar.advance(t, k))
+        _, elapsed = with_progress(
+            name,
+            resolve_release(folder)[1].spec.n_blends["test"],
+            lambda advance, run=run, out=out: run(folder, out, workers, progress=advance),
+        )
         console.print(f"{name}: wrote {out} in {elapsed:.1f} s")
     for name, (model, weights) in CNN_WEIGHTS.items():
         out = submissions / name

@@ -8,7 +8,7 @@ import typer
 
 from baselines.sep_baseline import describe_cases
 from challenge.cli_app import console, user_errors
-from challenge.cli_baselines import DEFAULT_WORKERS, _n_test, baseline_app, blend_progress
+from challenge.cli_baselines import DEFAULT_WORKERS, _n_test, baseline_app, with_progress
 
 
 @baseline_app.command("photutils")
@@ -21,11 +21,11 @@ def photutils_cmd(
     """photutils: segmentation, multi-threshold + watershed deblending, Kron fluxes."""
     from baselines.photutils_method import run_photutils_baseline
 
-    with blend_progress("photutils") as bar:
-        task = bar.add_task("photutils", total=_n_test(data))
-        result, elapsed = run_photutils_baseline(
-            data, out, workers, progress=lambda k: bar.advance(task, k)
-        )
+    result, elapsed = with_progress(
+        "photutils",
+        _n_test(data),
+        lambda advance: run_photutils_baseline(data, out, workers, progress=advance),
+    )
     n = len(result["flux"])
     console.print(
         f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
@@ -58,20 +58,22 @@ def scarlet2_cmd(
     from baselines.scarlet_method import ScarletSettings, run_scarlet_baseline
 
     total = _n_test(data) if limit is None else min(limit, _n_test(data))
-    with blend_progress("scarlet2") as bar:
-        task = bar.add_task("scarlet2", total=total)
-        result, elapsed = run_scarlet_baseline(
+    result, elapsed = with_progress(
+        "scarlet2",
+        total,
+        lambda advance: run_scarlet_baseline(
             data,
             out,
             workers=workers,
             resume=resume,
             batch_size=batch_size,
             settings=ScarletSettings(n_iter=n_iter),
-            progress=lambda k: bar.advance(task, k),
+            progress=advance,
             limit=limit,
             max_batches=max_batches,
             keep_checkpoints=keep_checkpoints,
-        )
+        ),
+    )
     if result is None:
         console.print(
             f"scarlet2: stopped after {max_batches} new batches ({elapsed:.1f} s); continue "

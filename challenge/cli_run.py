@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from challenge.cli_app import app, console, user_errors
-from challenge.cli_baselines import blend_progress
+from challenge.cli_baselines import with_progress
 
 
 @app.command("run")
@@ -30,11 +30,9 @@ def run_cmd(
     func = load_method(method)
     context = release_context(data)
     n = resolve_release(data)[1].spec.n_blends["test"]
-    with blend_progress(method) as bar:
-        task = bar.add_task(method, total=n)
-        result = run_method(
-            func, data, batch_size, workers, lambda k: bar.advance(task, k), context
-        )
+    result = with_progress(
+        method, n, lambda advance: run_method(func, data, batch_size, workers, advance, context)
+    )
     doc = (getattr(func, "__doc__", None) or "").strip().splitlines()
     meta = SubmissionMetadata(
         name=name or out.name,

@@ -14,13 +14,22 @@ from challenge.release import DEFAULT_SEED
 from challenge.scoring import N_BOOT, ROLES, load_truth, write_json
 from challenge.submission import FORMAT_HELP, read_submission
 
-_SHOWN = (("mape", "MAPE %", ".2f"), ("median_ape", "med. APE %", ".2f"),
-          ("bias", "bias", "+.3f"), ("median_dmag", "med. Δmag", "+.3f"),
-          ("scatter", "σ", ".3f"), ("nmad", "NMAD", ".3f"),
-          ("outlier_fraction", "outliers", ".3f"), ("detected_fraction", "detected", ".3f"),
-          ("iou", "IoU", ".3f"), ("mask_area_bias", "Δn", "+.3f"),
-          ("coverage_68", "cov68", ".3f"), ("coverage_95", "cov95", ".3f"),
-          ("mean_z", "mean z", "+.2f"), ("crps", "CRPS", ".3g"))
+_SHOWN = (
+    ("mape", "MAPE %", ".2f"),
+    ("median_ape", "med. APE %", ".2f"),
+    ("bias", "bias", "+.3f"),
+    ("median_dmag", "med. Δmag", "+.3f"),
+    ("scatter", "σ", ".3f"),
+    ("nmad", "NMAD", ".3f"),
+    ("outlier_fraction", "outliers", ".3f"),
+    ("detected_fraction", "detected", ".3f"),
+    ("iou", "IoU", ".3f"),
+    ("mask_area_bias", "Δn", "+.3f"),
+    ("coverage_68", "cov68", ".3f"),
+    ("coverage_95", "cov95", ".3f"),
+    ("mean_z", "mean z", "+.2f"),
+    ("crps", "CRPS", ".3g"),
+)
 
 
 def _f(value, fmt: str) -> str:
@@ -57,8 +66,10 @@ def score_cmd(
     sc = score(read_submission(pred), t, n_boot=n_boot, seed=seed)
     _warn(sc.warnings)
     shown = [m for m in _SHOWN if m[0] in sc.overall["both"]]
-    table = Table(title=f"{sc.submission} on {sc.release} ({sc.truth} truth); "
-                  f"[95% interval, {n_boot} bootstrap resamples over blends]")
+    table = Table(
+        title=f"{sc.submission} on {sc.release} ({sc.truth} truth); "
+        f"[95% interval, {n_boot} bootstrap resamples over blends]"
+    )
     table.add_column("metric")
     for role in ROLES:
         table.add_column(f"{role} (N={sc.overall[role]['n']})", justify="right")
@@ -98,16 +109,24 @@ def compare_cmd(
 
     t = load_truth(data, truth)
     res = compare(read_submission(a), read_submission(b), t, n_boot=n_boot, seed=seed)
-    table = Table(title=f"A = {res['a']}, B = {res['b']} on {res['release']} ({res['truth']} "
-                  "truth): A − B with 95% paired-bootstrap interval")
+    table = Table(
+        title=f"A = {res['a']}, B = {res['b']} on {res['release']} ({res['truth']} "
+        "truth): A − B with 95% paired-bootstrap interval"
+    )
     for col in ("galaxies", "metric", "A", "B", "A − B", "95% interval", "better"):
         table.add_column(col, justify="left" if col in ("galaxies", "metric") else "right")
     for role, rows in res["overall"].items():
         for metric, r in rows.items():
             lo, hi = r["ci95"]
-            table.add_row(role, metric, _f(r["a"], ".4g"), _f(r["b"], ".4g"),
-                          _f(r["diff"], "+.4g"), f"[{_f(lo, '+.3g')}, {_f(hi, '+.3g')}]",
-                          r["better"])
+            table.add_row(
+                role,
+                metric,
+                _f(r["a"], ".4g"),
+                _f(r["b"], ".4g"),
+                _f(r["diff"], "+.4g"),
+                f"[{_f(lo, '+.3g')}, {_f(hi, '+.3g')}]",
+                r["better"],
+            )
     console.print(table)
     wins = Table(title="MAPE per bin (both galaxies): which method wins where")
     for col in ("binning", "bin", "N", "MAPE A %", "MAPE B %", "95% interval", "better"):
@@ -117,8 +136,15 @@ def compare_cmd(
             if r["role"] != "both":
                 continue
             lo, hi = r["ci95"]
-            wins.add_row(scheme, r["label"], str(r["n"]), _f(r["a"], ".2f"), _f(r["b"], ".2f"),
-                         f"[{_f(lo, '+.2f')}, {_f(hi, '+.2f')}]", r["better"])
+            wins.add_row(
+                scheme,
+                r["label"],
+                str(r["n"]),
+                _f(r["a"], ".2f"),
+                _f(r["b"], ".2f"),
+                f"[{_f(lo, '+.2f')}, {_f(hi, '+.2f')}]",
+                r["better"],
+            )
     console.print(wins)
     if json_out is not None:
         write_json(json_out, res)
@@ -129,17 +155,22 @@ def compare_cmd(
 @user_errors
 def leaderboard_cmd(
     data: str | None = typer.Option(None, "--data", help="release folder or shipped release"),
-    submissions: Path = typer.Option(Path("submissions"), "--submissions",
-                                     help="folder with one sub-folder per submission"),
+    submissions: Path = typer.Option(
+        Path("submissions"), "--submissions", help="folder with one sub-folder per submission"
+    ),
     out: Path = typer.Option(Path("leaderboard"), "--out", help="output folder"),
-    track: str = typer.Option("release", "--track",
-                              help="release (score --data) or candels2019 (the paper's data)"),
+    track: str = typer.Option(
+        "release", "--track", help="release (score --data) or candels2019 (the paper's data)"
+    ),
     truth: str = typer.Option("sep", "--truth", help="sep or model"),
     n_boot: int = typer.Option(N_BOOT, "--n-boot", help="bootstrap resamples"),
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
     compare_to: Path = typer.Option(
-        None, "--compare-to", help="a synthetic release's leaderboard.csv: also write the "
-        "synthetic -> real gap table (generalisation.md) next to this leaderboard"),
+        None,
+        "--compare-to",
+        help="a synthetic release's leaderboard.csv: also write the "
+        "synthetic -> real gap table (generalisation.md) next to this leaderboard",
+    ),
 ) -> None:
     """Score every submission folder and write leaderboard.md / .csv / .html."""
     if track == "candels2019":
@@ -162,9 +193,11 @@ def leaderboard_cmd(
 
         gap = generalisation_gap(compare_to, out / "leaderboard.csv", out / "generalisation.md")
         for _, r in gap.iterrows():
-            console.print(f"{r['name']}: MAPE {r['mape_synthetic']:.2f}% on "
-                          f"{r['release_synthetic']} -> {r['mape_real']:.2f}% on "
-                          f"{r['release_real']} (x{r['ratio']:.2f})")
+            console.print(
+                f"{r['name']}: MAPE {r['mape_synthetic']:.2f}% on "
+                f"{r['release_synthetic']} -> {r['mape_real']:.2f}% on "
+                f"{r['release_real']} (x{r['ratio']:.2f})"
+            )
         console.print(f"written to {out / 'generalisation.md'}")
 
 
@@ -174,12 +207,19 @@ def print_leaderboard(df, title: str) -> None:
     for col in ("#", "method", "N", "MAPE %", "95% interval", "bias", "σ", "outliers"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for _, r in df.iterrows():
-        table.add_row(str(r["rank"]), str(r["name"]), str(r["n"]), _f(r["mape"], ".2f"),
-                      f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
-                      _f(r["bias"], "+.3f"), _f(r["scatter"], ".3f"),
-                      _f(r["outlier_fraction"], ".3f"))
+        table.add_row(
+            str(r["rank"]),
+            str(r["name"]),
+            str(r["n"]),
+            _f(r["mape"], ".2f"),
+            f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
+            _f(r["bias"], "+.3f"),
+            _f(r["scatter"], ".3f"),
+            _f(r["outlier_fraction"], ".3f"),
+        )
     console.print(table)
     _warn(df.attrs.get("warnings", []))
     for s in df.attrs.get("skipped", []):
-        err_console.print(f"[yellow]skipped[/] {s['name']}: {s['reason']}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped[/] {s['name']}: {s['reason']}", highlight=False, soft_wrap=True
+        )
