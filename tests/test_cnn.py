@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import h5py
 import keras
@@ -19,7 +20,7 @@ from baselines.cnn.configs import get_config
 from baselines.cnn.data import BlendDataset, dihedral, reflect
 from baselines.cnn.models import build_blend2flux, build_model
 from baselines.cnn.predict import WeightsError, load_trained, predict_images
-from baselines.cnn.train import TrainingError, read_history, train_cnn
+from baselines.cnn.train import TrainingError, flux_ape, read_history, train_cnn
 from challenge.cli import app
 from challenge.submission import read_submission
 
@@ -112,6 +113,33 @@ def test_training_lowers_the_loss_and_resume_continues_exactly(tiny_release, tmp
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert len(read_history(tmp_path / "part" / "history.csv")) == 4
     np.testing.assert_allclose([r["loss"] for r in resumed.history], losses, rtol=1e-5)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("end_to_end", [True, False])
+def test_flux_loss_trains_the_unet_only_end_to_end(end_to_end):
+    cfg = get_config("blend2mask2flux", "tiny")
+    cfg = replace(cfg, arch=replace(cfg.arch, end_to_end=end_to_end))
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    x = np.random.default_rng(1).normal(0, 0.012, (4, 128, 128, 1)).astype("float32")
+    x[:, 60:69, 60:69] += 0.5
+    y = {"masks": np.zeros((4, 128, 128, 2), "float32"), "flux": np.full((4, 2), 1.3, "float32")}
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        loss={"masks": "binary_crossentropy", "flux": flux_ape},
+        loss_weights={"masks": 0.0, "flux": 1.0},  # the flux loss alone
+    )
+
+    def weights(prefix):
+        return [w.numpy() for w in model.trainable_weights if w.path.startswith(prefix)]
+
+    unet, fluxnet = weights("unet_"), weights("fluxnet_")
+    assert unet and fluxnet
+    model.train_on_batch(x, y)
+    unet_moved = any(not np.array_equal(a, b) for a, b in zip(unet, weights("unet_")))
+    assert unet_moved == end_to_end
+    assert any(not np.array_equal(a, b) for a, b in zip(fluxnet, weights("fluxnet_")))
     keras.backend.clear_session()
 
 

@@ -124,6 +124,14 @@ class MapFlux(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="blendbench")
+class StopGradient(layers.Layer):
+    """Identity whose gradient is zero: what follows it cannot train what precedes it."""
+
+    def call(self, x):
+        return ops.stop_gradient(x)
+
+
+@keras.saving.register_keras_serializable(package="blendbench")
 class Log10(layers.Layer):
     """log10 of a positive tensor (counts -> dex)."""
 
@@ -317,16 +325,20 @@ def build_blend2mask2flux(
 
     Returns a model (batch, H, W, 1) counts -> {"masks": (batch, H, W, 2) in [0, 1],
     "flux": (batch, 2) log10 counts}. With ``arch.reference`` the flux net predicts log10 flux
-    relative to the flux inside each predicted map (``MapFlux``). ``arch`` None gives the
+    relative to the flux inside each predicted map (``MapFlux``). Unless ``arch.end_to_end``,
+    the flux loss does not reach the U-Net (``StopGradient`` on the maps). ``arch`` None gives the
     paper's U-Net (depth 5, 32 filters) and a paper flux net with F = 64.
     """
     arch = arch or _paper_flux(64)
     image = keras.Input(input_shape, name="blend")
     scaled, aperture = _scaled_input(image, arch, sky_sigma)
     maps = _unet_body(scaled, arch, scaled)
-    stacked = layers.Concatenate(name="flux_input")([scaled, maps])
+    # Without end-to-end training the flux net reads the maps but its loss cannot reshape them:
+    # the U-Net learns from the mask loss alone and its maps stay segmentation maps.
+    flux_maps = maps if arch.end_to_end else StopGradient(name="maps_detached")(maps)
+    stacked = layers.Concatenate(name="flux_input")([scaled, flux_maps])
     log_aperture = Log10(name="log_aperture")(aperture)
-    log_maps = Log10(name="log_map_flux")(MapFlux(name="map_flux")(image, maps, aperture))
+    log_maps = Log10(name="log_map_flux")(MapFlux(name="map_flux")(image, flux_maps, aperture))
     if arch.flux_arch == "paper":
         features = _paper_flux_body(stacked, arch, "fluxnet_")
     else:
