@@ -25,7 +25,9 @@ def _check_model(model: str) -> str:
 @user_errors
 def train_cmd(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    config: str = typer.Option("compact", help="compact (2 CPU cores) or paper (GPU sizes)"),
+    config: str = typer.Option(
+        "compact", help="compact (2 CPU cores), paper (GPU sizes); others: baselines/cnn/configs.py"
+    ),
     data: Path = typer.Option(..., help="release folder with train.h5 and val.h5"),
     out: Path = typer.Option(..., help="run folder (model.keras, history.csv, run.json)"),
     seed: int = typer.Option(DEFAULT_SEED, help="seeds weights, data order, augmentation"),

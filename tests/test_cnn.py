@@ -137,9 +137,9 @@ def test_flux_loss_trains_the_unet_only_end_to_end(end_to_end):
     unet, fluxnet = weights("unet_"), weights("fluxnet_")
     assert unet and fluxnet
     model.train_on_batch(x, y)
-    unet_moved = any(not np.array_equal(a, b) for a, b in zip(unet, weights("unet_")))
+    unet_moved = any(not np.array_equal(a, b) for a, b in zip(unet, weights("unet_"), strict=True))
     assert unet_moved == end_to_end
-    assert any(not np.array_equal(a, b) for a, b in zip(fluxnet, weights("fluxnet_")))
+    assert any(not np.array_equal(a, b) for a, b in zip(fluxnet, weights("fluxnet_"), strict=True))
     keras.backend.clear_session()
 
 

@@ -188,6 +188,13 @@ CONFIGS: dict[tuple[str, str], CNNConfig] = {
         ModelConfig(end_to_end=False),
         replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2),
     ),
+    # The paper's end-to-end second stage on the compact architecture (better flux, worse maps).
+    ("blend2mask2flux", "compact-end-to-end"): CNNConfig(
+        "compact-end-to-end",
+        "blend2mask2flux",
+        ModelConfig(end_to_end=True),
+        replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.25),
+    ),
 }
 
 # A few-thousand-parameter network of the compact design, for tests and quick demos.

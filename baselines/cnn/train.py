@@ -1,8 +1,10 @@
 """Training the CNN baselines: stages, schedules, time budget, checkpoints and resume.
 
 ``train_cnn`` trains blend2flux (one stage, flux) or blend2mask2flux (two stages: the U-Net alone
-on the truth masks with binary cross-entropy, then end to end with the flux loss plus
-``mask_weight`` x the mask loss) and writes into ``out``:
+on the truth masks with binary cross-entropy, then both nets together with the flux loss plus
+``mask_weight`` x the mask loss: end to end as the paper, or, with ``arch.end_to_end`` off, the
+flux loss stopped at the maps so that the U-Net still learns from the masks alone) and writes
+into ``out``:
 
 - ``model.keras``: the best model (lowest validation loss of the last stage), for inference;
 - ``history.csv``: one row per epoch (stage, losses, MAPE / IoU, learning rate, seconds,
