@@ -100,6 +100,8 @@ def test_training_lowers_the_loss_and_resume_continues_exactly(tiny_release, tmp
     losses = [row["loss"] for row in full.history]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert full.record["parameters"] > 0 and full.record["wall_time_s"] > 0
+    # the record names the release, never a folder of this machine
+    assert str(tiny_release) not in json.dumps(full.record)
     assert (tmp_path / "full" / "model.keras").is_file()
     keras.backend.clear_session()
     train_cnn(cfg, tiny_release, tmp_path / "part", seed=2, epochs=4, time_budget_min=1e-6)

@@ -365,7 +365,6 @@ def train_cnn(
         "model": config.model,
         "config": config.name,
         "seed": seed,
-        "data": str(data.resolve()),
         "release": release,
         "parameters": n_params,
         "hardware": hardware(),
