@@ -9,18 +9,20 @@ procedure does not detect is replaced by a fresh draw of the same morphology, an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from challenge.blending import top_up_sigma
 from challenge.photometry import TRUTH, flux_to_mag, half_light_radius, measure_central
-from challenge.release import MORPHOLOGIES, ReleaseSpec
+from challenge.release import CUSTOM_SOURCES, MORPHOLOGIES, ReleaseSpec
 from challenge.sources.real import RealStamp
-from challenge.sources.synthetic import draw_galaxy, render_model
+from challenge.sources.synthetic import draw_galaxy, render_model, with_clumps
 
 MAX_ATTEMPTS = 50
 Progress = Callable[[int], None]
@@ -56,6 +58,12 @@ class ParentCatalogue:
         noise_var: (n_galaxies,) noise variance (counts²/px) already in each stamp, for real
             galaxies; None for noiseless models.
         rejected: (source id, reason) of each real galaxy left out.
+        adjustments: what building the catalogue changed in a custom source's input, for the
+            release record (empty otherwise): ``sky_sigma`` (counts/px) when the release's sky
+            noise was raised to that of the noisiest stamp (``sky_sigma_requested``,
+            ``noisiest_stamp``), ``resampled_from_pixel_scale`` (″/px, with ``n_resampled``),
+            ``zero_point_scale`` (stamps and fluxes multiplied by it) and ``zero_filled``
+            ({source id: pixels of zero padding filled with noise}).
     """
 
     table: Table
@@ -64,6 +72,7 @@ class ParentCatalogue:
     n_redrawn: int
     noise_var: np.ndarray | None = None
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.table)
@@ -78,13 +87,25 @@ def slot_morphologies(spec: ReleaseSpec) -> list[str]:
     return [labels[i] for i in rng.permutation(len(labels))]
 
 
-def isolated_galaxy(spec: ReleaseSpec, galaxy_id: int, morphology: str) -> IsolatedGalaxy:
-    """Draw, render and measure galaxy ``galaxy_id``, redrawing until the truth detects it."""
-    for attempt in range(MAX_ATTEMPTS):
+def isolated_galaxy(
+    spec: ReleaseSpec, galaxy_id: int, morphology: str, first_attempt: int = 0
+) -> IsolatedGalaxy:
+    """Draw, render and measure galaxy ``galaxy_id``, redrawing until the truth detects it.
+
+    ``first_attempt`` starts from a later draw of the slot's stream (a shift track starts from
+    the draw its base release kept, so both hold the same galaxy). With ``spec.clumps`` the
+    galaxy gets star-forming knots from a stream of their own (the rest of the draw unchanged).
+    """
+    for attempt in range(first_attempt, first_attempt + MAX_ATTEMPTS):
         rng = np.random.default_rng(
             np.random.SeedSequence(spec.seed, spawn_key=(0, galaxy_id, attempt))
         )
         model = draw_galaxy(morphology, rng, spec)
+        if spec.clumps:
+            clump_rng = np.random.default_rng(
+                np.random.SeedSequence(spec.seed, spawn_key=(4, galaxy_id, attempt))
+            )
+            model = with_clumps(model, clump_rng)
         stamp = render_model(model, spec)
         noise = rng.standard_normal(stamp.shape, dtype=np.float32) * np.float32(spec.sky_sigma)
         truth = measure_central(stamp + noise, TRUTH)
@@ -103,9 +124,51 @@ def isolated_galaxy(spec: ReleaseSpec, galaxy_id: int, morphology: str) -> Isola
     raise RuntimeError(f"galaxy {galaxy_id} ({morphology}) undetected after {MAX_ATTEMPTS} draws")
 
 
-def _render_chunk(args: tuple[ReleaseSpec, list[int], list[str]]) -> list[IsolatedGalaxy]:
-    spec, ids, morphs = args
-    return [isolated_galaxy(spec, i, m) for i, m in zip(ids, morphs, strict=True)]
+def _render_chunk(
+    args: tuple[ReleaseSpec, list[int], list[str], list[int]],
+) -> list[IsolatedGalaxy]:
+    spec, ids, morphs, first = args
+    return [isolated_galaxy(spec, i, m, a) for i, m, a in zip(ids, morphs, first, strict=True)]
+
+
+def render_galaxies(
+    spec: ReleaseSpec,
+    ids: list[int],
+    morphologies: list[str],
+    first_attempts: list[int] | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+    chunk: int = 32,
+) -> list[IsolatedGalaxy]:
+    """Render and measure the synthetic galaxies ``ids`` (catalogue slots), in that order.
+
+    Args:
+        spec: the release.
+        ids, morphologies: the slots and their morphologies.
+        first_attempts: per slot, the draw of its stream to start from (default 0).
+        workers: processes rendering in parallel (the result does not depend on it).
+        progress: called with the number of galaxies finished after each chunk.
+        chunk: galaxies per task.
+    """
+    first = list(first_attempts) if first_attempts is not None else [0] * len(ids)
+    tasks = [
+        (spec, ids[i : i + chunk], morphologies[i : i + chunk], first[i : i + chunk])
+        for i in range(0, len(ids), chunk)
+    ]
+    galaxies: list[IsolatedGalaxy] = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_render_chunk, tasks):
+                galaxies.extend(result)
+                if progress:
+                    progress(len(result))
+    else:
+        for task in tasks:
+            result = _render_chunk(task)
+            galaxies.extend(result)
+            if progress:
+                progress(len(result))
+    return galaxies
 
 
 def build_catalogue(
@@ -123,20 +186,7 @@ def build_catalogue(
         return _real_catalogue(spec, progress)
     morphs = slot_morphologies(spec)
     ids = list(range(len(morphs)))
-    tasks = [(spec, ids[i : i + chunk], morphs[i : i + chunk]) for i in range(0, len(ids), chunk)]
-    galaxies: list[IsolatedGalaxy] = []
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_render_chunk, tasks):
-                galaxies.extend(result)
-                if progress:
-                    progress(len(result))
-    else:
-        for task in tasks:
-            result = _render_chunk(task)
-            galaxies.extend(result)
-            if progress:
-                progress(len(result))
+    galaxies = render_galaxies(spec, ids, morphs, None, workers, progress, chunk)
     return _assemble(spec, galaxies)
 
 
@@ -172,9 +222,28 @@ def real_isolated_galaxy(
 
 
 def _real_catalogue(spec: ReleaseSpec, progress: Progress | None) -> ParentCatalogue:
+    """Measure the truth of a real source's stamps.
+
+    For a custom source (candels-npy, fits-stamps) the release's sky noise is raised to the
+    noise of the noisiest stamp when one is noisier (recorded in ``adjustments``), so every
+    galaxy of the blends carries the same sky noise.
+    """
     from challenge.sources import load_real_stamps
+    from challenge.sources.real import stamp_adjustments
 
     stamps, rejected = load_real_stamps(spec)
+    adjustments: dict[str, Any] = {}
+    if spec.source in CUSTOM_SOURCES:
+        adjustments = stamp_adjustments(spec, stamps)
+        noisiest = max(stamps, key=lambda s: s.noise_var, default=None)
+        if noisiest is not None and noisiest.noise_var > spec.sky_sigma**2:
+            sky = float(np.sqrt(noisiest.noise_var))
+            adjustments.update(
+                sky_sigma=sky,
+                sky_sigma_requested=spec.sky_sigma,
+                noisiest_stamp=noisiest.source_id,
+            )
+            spec = dataclasses.replace(spec, sky_sigma=sky)
     galaxies: list[IsolatedGalaxy] = []
     for real in stamps:
         result = real_isolated_galaxy(spec, len(galaxies), real)
@@ -188,10 +257,29 @@ def _real_catalogue(spec: ReleaseSpec, progress: Progress | None) -> ParentCatal
         from challenge.errors import SourceError
 
         raise SourceError(
-            f"source {spec.source!r}: only {len(galaxies)} usable galaxies "
-            f"({len(rejected)} rejected); a release needs at least 4"
+            f"{spec.source_path or spec.source}: only {len(galaxies)} usable galaxies "
+            f"({len(rejected)} rejected); a release needs at least 4: add galaxies to the input"
         )
-    return _assemble(spec, galaxies, rejected)
+    cat = _assemble(spec, galaxies, rejected)
+    cat.adjustments = adjustments
+    return cat
+
+
+def select_galaxies(cat: ParentCatalogue, keep: np.ndarray) -> ParentCatalogue:
+    """The catalogue restricted to the rows where ``keep`` (n_galaxies,) bool is True.
+
+    Galaxy ids are kept (they seed each galaxy's noise); ``cat`` itself when all are kept.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    if keep.all():
+        return cat
+    return dataclasses.replace(
+        cat,
+        table=cat.table[keep],
+        stamps=cat.stamps[keep],
+        masks=cat.masks[keep],
+        noise_var=None if cat.noise_var is None else cat.noise_var[keep],
+    )
 
 
 def _assemble(

@@ -13,13 +13,15 @@ from rich.table import Table as RichTable
 from challenge import montage
 from challenge.cli_app import app, console, err_console, user_errors
 from challenge.errors import ReleaseError
-from challenge.release import SOURCES, ReleaseSpec, preset
+from challenge.release import CUSTOM_SOURCES, SOURCES, ReleaseInfo, ReleaseSpec, preset
 from challenge.release_files import (
     export_blends,
     generate_release,
+    release_notes,
     release_summary,
     verify_release,
 )
+from challenge.sources.instrument import custom_spec
 
 DEMO_DIR = Path("releases") / "mini"
 
@@ -72,7 +74,11 @@ def _parse_blends(text: str) -> dict[str, int]:
 @user_errors
 def generate(
     out: Path = typer.Option(..., help="new (or empty) folder to write the release into"),
-    release: str = typer.Option("v1", help="release preset: v1, mini or cosmos-example"),
+    release: str = typer.Option(
+        "v1",
+        help="release preset: v1, mini, cosmos-example, or a shift track of v1 "
+        "(v1-psf, v1-psf-broad, v1-noise, v1-noise-low, v1-faint, v1-clumpy, v1-close)",
+    ),
     source: str = typer.Option(
         None, help=f"build a custom release from a galaxy source: {', '.join(SOURCES[1:])}"
     ),
@@ -86,6 +92,26 @@ def generate(
     blends: str = typer.Option("2000,500,1000", help="custom release: TRAIN,VAL,TEST blends"),
     max_galaxies: int = typer.Option(0, help="custom release: use at most N input galaxies"),
     seed: int = typer.Option(None, help="custom release: seed (default: the kit's)"),
+    pixel_scale: float = typer.Option(
+        None, help="fits-stamps: pixel scale of the stamps (arcsec/px); resampled to 0.06"
+    ),
+    zero_point: float = typer.Option(
+        None, help="fits-stamps: AB zero point of the stamps' counts; rescaled to 25.96"
+    ),
+    psf: str = typer.Option(
+        None, help="fits-stamps: PSF of the stamps, a FITS image file or a Gaussian FWHM (arcsec)"
+    ),
+    sky_sigma: float = typer.Option(
+        None,
+        help="custom release: sky noise of the blends (counts/px at ZP 25.96, default 0.012); "
+        "raised to the noisiest stamp's",
+    ),
+    max_delta_mag: float = typer.Option(
+        None, help="custom release: largest |Δm| of a pair (default 2.0)"
+    ),
+    test_fraction: float = typer.Option(
+        None, help="custom release: fraction of the galaxies kept for test (default 0.2)"
+    ),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="processes rendering galaxies"),
     chunk_size: int = typer.Option(256, help="blends written per step (memory vs. speed)"),
 ) -> None:
@@ -96,25 +122,61 @@ def generate(
     """
     t0 = time.perf_counter()
     spec: str | ReleaseSpec = release
-    if source is not None:
+    custom = {
+        "--pixel-scale": pixel_scale,
+        "--zero-point": zero_point,
+        "--psf": psf,
+        "--sky-sigma": sky_sigma,
+        "--max-delta-mag": max_delta_mag,
+        "--test-fraction": test_fraction,
+    }
+    if source is None:
+        given = [k for k, v in custom.items() if v is not None]
+        if given:
+            raise ReleaseError(
+                f"{given[0]} applies to a custom release; add --source SOURCE --input DIR, or "
+                f"drop it to generate the frozen {release!r}"
+            )
+    else:
         if input is None and source == "cosmos":
             input = (
                 Path(os.environ["BLENDBENCH_COSMOS_DIR"])
                 if os.environ.get("BLENDBENCH_COSMOS_DIR")
                 else None
             )
-        extra = {} if seed is None else {"seed": seed}
-        spec = ReleaseSpec(
+        if source not in SOURCES[1:]:
+            raise ReleaseError(f"--source {source!r}: choose one of {', '.join(SOURCES[1:])}")
+        if input is None and source != "cosmos":
+            raise ReleaseError(f"--source {source} needs an input folder: add --input DIR")
+        if test_fraction is not None and not 0 < test_fraction < 1:
+            raise ReleaseError(f"--test-fraction {test_fraction}: expected a number in (0, 1)")
+        if max_delta_mag is not None and not max_delta_mag > 0:
+            raise ReleaseError(f"--max-delta-mag {max_delta_mag}: expected a number > 0")
+        extra = {
+            key: value
+            for key, value in (
+                ("seed", seed),
+                ("max_delta_mag", max_delta_mag),
+                ("test_fraction", test_fraction),
+            )
+            if value is not None
+        }
+        spec = custom_spec(
+            source,
+            input,
+            pixel_scale=pixel_scale,
+            zero_point=zero_point,
+            psf=psf,
+            sky_sigma=sky_sigma,
             name=name or source,
-            source=source,
-            morphology_counts={},
             n_blends=_parse_blends(blends),
-            source_path=str(input.resolve()) if input else "",
             max_galaxies=max_galaxies,
             **extra,
         )
     folder = run_generate(spec, out, workers, chunk_size)
     console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
+    for line in release_notes(ReleaseInfo.read(folder / "release.toml")):
+        console.print(f"note: {line}", highlight=False)
     _print_verify(folder)
 
 
@@ -152,6 +214,28 @@ def info(folder: Path = typer.Argument(..., help="a generated release folder")) 
     console.print(
         f"counts: {summary['info'].counts}  redrawn galaxies: {summary['info'].n_redrawn}"
     )
+    if spec.is_track:
+        from challenge.release import TRACK_SHIFTS
+        from challenge.release_files import read_table
+
+        what = TRACK_SHIFTS[spec.name][0] if spec.name in TRACK_SHIFTS else "custom shift"
+        galaxies = read_table(folder, "galaxies.ecsv")
+        redrawn = [str(g) for g in galaxies["galaxy_id"][galaxies["redrawn"]]]
+        console.print(
+            f"shift track of {spec.base}: {what}; its first {spec.n_blends['test']:,} test "
+            f"blends and their galaxies; redrawn (undetected under the shift): "
+            f"{', '.join(redrawn) or 'none'}",
+            highlight=False,
+        )
+    if spec.source in CUSTOM_SOURCES:
+        psf = {"model": f"model {spec.psf_model}", "gaussian": "Gaussian", "file": spec.psf_file}
+        console.print(
+            f"galaxies: {spec.mag_min:g}–{spec.mag_max:g} mag  PSF: {psf[spec.psf_kind]}, "
+            f'FWHM {spec.psf_fwhm:g}"',
+            highlight=False,
+        )
+    for line in release_notes(summary["info"]):
+        console.print(f"note: {line}", highlight=False)
     table = RichTable(
         "morphology", "n", "test", "median mag", "median R_e (px)", "median sep/model flux"
     )

@@ -5,6 +5,10 @@ galaxies, the companion from the same split with |m_cen - m_comp| < max_delta_ma
 id; the integer shift (dx, dy) has max(R1, R2) <= hypot(dx, dy) <= min(4 min(R1, R2), 64) px
 (R = half-light semi-major axis); where those bounds cross, the lower bound is 0.8 x the upper.
 A shift is redrawn up to 25 times, then a new pair is drawn.
+
+A galaxy with no partner in its split (no other galaxy within |Δm| < max_delta_mag) cannot be
+blended: :func:`has_partner` finds them, the release leaves them out and records their ids, and
+:func:`draw_pairs` never draws them as centrals.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
+
+from challenge.errors import ReleaseError
 
 MAX_SHIFT_PX = 64.0
 SHIFT_TRIES = 25
@@ -36,6 +42,21 @@ class PairDraw:
     noise_seed: int
 
 
+def has_partner(mag: np.ndarray, max_delta_mag: float) -> np.ndarray:
+    """Whether each galaxy has another one within |Δm| < ``max_delta_mag``; (n,) bool.
+
+    ``mag`` (n,) AB magnitudes of the galaxies of one split. The closest magnitude to each
+    galaxy is a neighbour in sorted order, compared with the expression :func:`draw_pairs` uses.
+    """
+    mag = np.asarray(mag, dtype=float)
+    order = np.argsort(mag, kind="stable")
+    close = np.abs(np.diff(mag[order])) < max_delta_mag
+    sorted_ok = np.concatenate([[False], close]) | np.concatenate([close, [False]])
+    ok = np.empty(len(mag), dtype=bool)
+    ok[order] = sorted_ok
+    return ok
+
+
 def draw_pairs(
     galaxies: Table,
     pool_mask: np.ndarray,
@@ -47,13 +68,29 @@ def draw_pairs(
     """Draw ``n_blends`` pairs among the rows of ``galaxies`` where ``pool_mask`` is True.
 
     Rows are indices into ``galaxies`` (columns mag, r_e_px). One random stream per split.
+    Centrals are drawn among the rows that have a partner only (when every row has one, the
+    stream is the one of releases made before this rule).
+
+    Raises:
+        ReleaseError: the pool holds fewer than two galaxies or no pair within |Δm|.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, split_index)))
     rows = np.flatnonzero(pool_mask)
     mag = np.asarray(galaxies["mag"], dtype=float)
     r_e = np.asarray(galaxies["r_e_px"], dtype=float)
+    if n_blends <= 0:
+        return []
     if len(rows) < 2:
-        raise ValueError("a split needs at least two galaxies to make blends")
+        raise ReleaseError(
+            f"split {split_index}: {len(rows)} galaxies in its pool; blends need at least two"
+        )
+    partnered = has_partner(mag[rows], max_delta_mag)
+    if not partnered.any():
+        raise ReleaseError(
+            f"split {split_index}: no two of its {len(rows)} galaxies lie within "
+            f"|Δm| < {max_delta_mag}; add galaxies of similar magnitude or raise max_delta_mag"
+        )
+    rows = rows[partnered]
     pairs: list[PairDraw] = []
     while len(pairs) < n_blends:
         c = int(rng.choice(rows))

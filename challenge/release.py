@@ -23,6 +23,12 @@ DEFAULT_SEED = 20190712
 MORPHOLOGIES = ("bulge", "disc", "bulge+disc", "irregular")
 SPLITS = ("train", "val", "test")
 SOURCES = ("synthetic", "cosmos", "candels-npy", "fits-stamps")
+# Sources of your own galaxies, with a declared instrument (challenge.sources.instrument).
+CUSTOM_SOURCES = ("candels-npy", "fits-stamps")
+# How a release records its PSF: the synthetic model, a Gaussian of psf_fwhm, an image file.
+PSF_KINDS = ("model", "gaussian", "file")
+# Optical PSF models of synthetic releases (challenge.sources.synthetic.release_psf).
+PSF_MODELS = ("wfc3-f160w", "acs-f814w")
 RELEASE_FILES = (
     "release.toml",
     "galaxies.ecsv",
@@ -75,6 +81,20 @@ class ReleaseSpec:
     # optional cap on the number of input galaxies (0 = all).
     source_path: str = ""
     max_galaxies: int = 0
+    # Custom sources (challenge.sources.instrument): pixel scale (″/px) and AB zero point of the
+    # input stamps (0 = the release's: stamps are resampled / rescaled onto the release grid),
+    # and the declared PSF: psf_kind "model", "gaussian" (FWHM psf_fwhm) or "file" (psf_file).
+    input_pixel_scale: float = 0.0
+    input_zero_point: float = 0.0
+    psf_kind: str = "model"
+    psf_file: str = ""
+    # Shift tracks (test-only releases, see challenge.tracks): the release whose test galaxies
+    # and pairs this one shares ("" = a release of its own), and what the track changes.
+    base: str = ""
+    psf_model: str = "wfc3-f160w"
+    psf_dilation: float = 1.0
+    clumps: bool = False
+    max_distance_r_e: float = 0.0
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -93,6 +113,28 @@ class ReleaseSpec:
             raise ReleaseError(f"release {self.name!r}: n_blends needs keys {SPLITS}")
         if not 0 < self.test_fraction < 1:
             raise ReleaseError(f"release {self.name!r}: test_fraction must be in (0, 1)")
+        if self.psf_model not in PSF_MODELS:
+            raise ReleaseError(
+                f"release {self.name!r}: unknown psf_model {self.psf_model!r}; choose one of "
+                f"{', '.join(PSF_MODELS)}"
+            )
+        if self.base and (self.n_blends["train"] or self.n_blends["val"]):
+            raise ReleaseError(f"release {self.name!r}: a shift track holds test blends only")
+        if self.psf_kind not in PSF_KINDS or (self.psf_kind == "file") != bool(self.psf_file):
+            raise ReleaseError(
+                f"release {self.name!r}: psf_kind {self.psf_kind!r} with psf_file "
+                f"{self.psf_file!r}; use one of {', '.join(PSF_KINDS)}, a file only with 'file'"
+            )
+        if self.input_pixel_scale < 0 or self.sky_sigma <= 0 or self.max_delta_mag <= 0:
+            raise ReleaseError(
+                f"release {self.name!r}: input_pixel_scale must be >= 0, sky_sigma and "
+                "max_delta_mag > 0"
+            )
+
+    @property
+    def is_track(self) -> bool:
+        """A test-only release sharing the test galaxies and pairs of ``base``."""
+        return bool(self.base)
 
     @property
     def n_galaxies(self) -> int | None:
@@ -127,9 +169,47 @@ PRESETS: dict[str, ReleaseSpec] = {
     ),
 }
 
+# Distribution-shift tracks: v1's test galaxies and pairs under one changed condition each
+# (challenge.tracks builds them). One line per track says what changes.
+TRACK_BLENDS = 2_000
+TRACK_SHIFTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "v1-psf": (
+        "sharper PSF: ACS/WFC F814W-like (Airy at 814 nm ⊗ 0.05″ jitter), FWHM 0.11″ vs 0.18″",
+        {"psf_model": "acs-f814w", "psf_fwhm": 0.11},
+    ),
+    "v1-psf-broad": (
+        "broader PSF: v1's dilated by 1.5, FWHM 0.26″ vs 0.18″",
+        {"psf_dilation": 1.5, "psf_fwhm": 0.26},
+    ),
+    "v1-noise": ("deeper noise: sky σ × 2 (0.024 counts/px)", {"sky_sigma": 0.024}),
+    "v1-noise-low": ("shallower noise: sky σ × 0.5 (0.006 counts/px)", {"sky_sigma": 0.006}),
+    "v1-faint": (
+        "faint galaxies: 23.5–25.5 mag instead of 18–23.5 (sizes follow the size–magnitude "
+        "relation)",
+        {"mag_min": 23.5, "mag_max": 25.5},
+    ),
+    "v1-clumpy": (
+        "clumpy galaxies: 30–60% of every galaxy's flux in 20–60 star-forming knots",
+        {"clumps": True},
+    ),
+    "v1-close": (
+        "close pairs: centre distance 1–1.5 R_e of the larger galaxy (v1: up to 4 R_e of the "
+        "smaller)",
+        {"max_distance_r_e": 1.5},
+    ),
+}
+for _name, (_, _changes) in TRACK_SHIFTS.items():
+    PRESETS[_name] = dataclasses.replace(
+        PRESETS["v1"],
+        name=_name,
+        base="v1",
+        n_blends={"train": 0, "val": 0, "test": TRACK_BLENDS},
+        **_changes,
+    )
+
 
 def preset(name: str) -> ReleaseSpec:
-    """The frozen spec of a named release (``v1`` or ``mini``)."""
+    """The frozen spec of a named release (``v1``, ``mini``, a shift track...)."""
     try:
         return PRESETS[name]
     except KeyError:
@@ -146,19 +226,29 @@ def committed_dir(name: str) -> Path | None:
 
 @dataclass(frozen=True)
 class ReleaseInfo:
-    """The content of ``release.toml``: the spec plus what generation measured."""
+    """The content of ``release.toml``: the spec plus what generation measured.
+
+    ``unpaired`` ([unpaired] table: galaxy split -> ids, source ids for real galaxies) lists the
+    galaxies left out because no galaxy of their split lies within |Δm| < max_delta_mag;
+    ``adjustments`` ([adjustments] table, keys in ``challenge.catalogue.ParentCatalogue``) what
+    generation changed in a custom source's input. Both are written only when not empty.
+    """
 
     spec: ReleaseSpec
     counts: dict[str, int]
     fingerprints: dict[str, dict[str, Any]]
     n_redrawn: int = 0
     generator: str = ""
+    unpaired: dict[str, list[str]] = field(default_factory=dict)
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         doc = {
             "release": {**self.spec.to_dict(), "generator": self.generator},
             "counts": self.counts,
             "n_redrawn": self.n_redrawn,
+            **({"unpaired": self.unpaired} if self.unpaired else {}),
+            **({"adjustments": self.adjustments} if self.adjustments else {}),
             "fingerprints": self.fingerprints,
         }
         return tomli_w.dumps(doc)
@@ -176,13 +266,15 @@ class ReleaseInfo:
                 fingerprints=dict(doc.get("fingerprints", {})),
                 n_redrawn=int(doc.get("n_redrawn", 0)),
                 generator=generator,
+                unpaired={k: list(v) for k, v in doc.get("unpaired", {}).items()},
+                adjustments=dict(doc.get("adjustments", {})),
             )
         except FileNotFoundError:
             raise ReleaseError(
                 f"{path}: no release.toml here; generate a release with "
                 "`blendbench generate --release v1 --out DIR`"
             ) from None
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as err:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ReleaseError(
                 f"{path}: not a valid release.toml ({err}); regenerate the release"
             ) from None

@@ -10,6 +10,7 @@ tolerance, so a release regenerated on another machine can be checked against th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -24,18 +25,21 @@ from astropy.table import Table
 
 import challenge
 from challenge.blending import materialise
-from challenge.catalogue import ParentCatalogue, build_catalogue
+from challenge.catalogue import ParentCatalogue, build_catalogue, select_galaxies
 from challenge.errors import ReleaseError
-from challenge.pairs import draw_pairs, pair_table
+from challenge.pairs import draw_pairs, has_partner, pair_table
 from challenge.release import (
     COMMITTED_TABLES,
+    CUSTOM_SOURCES,
     SPLITS,
     ReleaseInfo,
     ReleaseSpec,
     committed_dir,
 )
+from challenge.sources.instrument import check_instrument, psf_image, with_psf_fwhm
 from challenge.sources.synthetic import render_psf
-from challenge.split import pool_for, split_galaxies
+from challenge.split import TEST, TRAIN_VAL, pool_for, split_galaxies
+from challenge.tracks import track_catalogue, track_pairs
 
 # (stage, advance, total): called with advance=0 when a stage starts.
 Progress = Callable[[str, int, int], None]
@@ -167,7 +171,8 @@ def _write_galaxies_h5(path: Path, spec: ReleaseSpec, cat: ParentCatalogue, prin
     with h5py.File(path, "w") as f:
         _h5_attrs(f, spec, "all")
         _write_small(f, "galaxy_id", np.asarray(cat.table["galaxy_id"], np.int64), prints)
-        _write_small(f, "psf", render_psf(spec), prints)
+        psf = psf_image(spec) if spec.source in CUSTOM_SOURCES else render_psf(spec)
+        _write_small(f, "psf", psf, prints)
         f.attrs["noiseless"] = cat.noise_var is None
         if cat.noise_var is not None:
             _write_small(f, "noise_var", cat.noise_var, prints)
@@ -262,6 +267,78 @@ def _write_split(
             f.close()
 
 
+def _galaxy_names(cat: ParentCatalogue) -> np.ndarray:
+    """(n_galaxies,) str: the input's ids of real galaxies, the galaxy ids of synthetic ones."""
+    column = "source_id" if "source_id" in cat.table.colnames else "galaxy_id"
+    return np.asarray(cat.table[column]).astype(str)
+
+
+def _listed(names, limit: int = 10) -> str:
+    names = list(names)
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _drop_unpaired(
+    spec: ReleaseSpec, cat: ParentCatalogue
+) -> tuple[ParentCatalogue, dict[str, list[str]]]:
+    """Leave out the galaxies that have no partner in their split; say which.
+
+    Returns the catalogue without them and {galaxy split: their ids} (empty when every galaxy
+    of a split with blends has a partner within |Δm| < max_delta_mag).
+
+    Raises:
+        ReleaseError: a split with blends holds fewer than two galaxies, or no pair.
+    """
+    labels = np.asarray(cat.table["split"])
+    mag = np.asarray(cat.table["mag"], dtype=float)
+    names = _galaxy_names(cat)
+    where = spec.source_path or f"release {spec.name!r}"
+    keep = np.ones(len(labels), dtype=bool)
+    unpaired: dict[str, list[str]] = {}
+    for pool in (TRAIN_VAL, TEST):
+        if not any(spec.n_blends[s] for s in SPLITS if pool_for(s) == pool):
+            continue
+        rows = np.flatnonzero(labels == pool)
+        if len(rows) < 2:
+            fix = "raise" if pool == TEST else "lower"
+            listed = f" ({_listed(names[rows])})" if len(rows) else ""
+            raise ReleaseError(
+                f"{where}: split '{pool}' has {_count(len(rows), 'galaxy', 'galaxies')}{listed} "
+                f"of {len(labels)} usable; blends need at least 2 galaxies in each split: add "
+                f"galaxies to the input (test takes {spec.test_fraction:g} of them) or {fix} "
+                "--test-fraction"
+            )
+        partnered = has_partner(mag[rows], spec.max_delta_mag)
+        if not partnered.any():
+            gap = float(np.min(np.diff(np.sort(mag[rows]))))
+            shown = _listed(f"{n} {m:.2f}" for n, m in zip(names[rows], mag[rows], strict=True))
+            raise ReleaseError(
+                f"{where}: split '{pool}': none of its {len(rows)} galaxies ({shown} mag) has "
+                f"a partner within |Δm| < {spec.max_delta_mag:g} mag; add galaxies of similar "
+                f"magnitude or raise --max-delta-mag above {gap:.2f}"
+            )
+        if not partnered.all():
+            keep[rows[~partnered]] = False
+            unpaired[pool] = [str(n) for n in names[rows[~partnered]]]
+    return select_galaxies(cat, keep), unpaired
+
+
+def _as_built(spec: ReleaseSpec, cat: ParentCatalogue) -> ReleaseSpec:
+    """A custom source's spec with what generation found: the magnitude range of the kept
+    galaxies (AB, rounded outwards to 0.01) and the sky noise when it was raised."""
+    if spec.source not in CUSTOM_SOURCES:
+        return spec
+    mag = np.asarray(cat.table["mag"], dtype=float)
+    changes: dict[str, Any] = {
+        "mag_min": math.floor(mag.min() * 100) / 100,
+        "mag_max": math.ceil(mag.max() * 100) / 100,
+    }
+    if "sky_sigma" in cat.adjustments:
+        changes["sky_sigma"] = cat.adjustments["sky_sigma"]
+    return dataclasses.replace(spec, **changes)
+
+
 def generate_release(
     spec: ReleaseSpec,
     out: Path | str,
@@ -280,17 +357,26 @@ def generate_release(
     """
     out = Path(out)
     tmp = _prepare_output(out)
+    unpaired: dict[str, list[str]] = {}
     try:
-        if progress:
-            progress("galaxies", 0, spec.n_galaxies)
-        cat = build_catalogue(
-            spec,
-            workers=workers,
-            progress=(lambda k: progress("galaxies", k, spec.n_galaxies)) if progress else None,
-        )
-        cat.table["split"] = split_galaxies(
-            np.asarray(cat.table["galaxy_id"]), spec.test_fraction, spec.seed
-        )
+        if spec.is_track:
+            cat = track_catalogue(spec, workers, progress)
+        else:
+            if spec.source in CUSTOM_SOURCES:
+                check_instrument(spec)
+                spec = with_psf_fwhm(spec)
+            if progress:
+                progress("galaxies", 0, spec.n_galaxies)
+            cat = build_catalogue(
+                spec,
+                workers=workers,
+                progress=(lambda k: progress("galaxies", k, spec.n_galaxies)) if progress else None,
+            )
+            cat.table["split"] = split_galaxies(
+                np.asarray(cat.table["galaxy_id"]), spec.test_fraction, spec.seed
+            )
+            cat, unpaired = _drop_unpaired(spec, cat)
+            spec = _as_built(spec, cat)
         _write_table(cat.table, tmp / "galaxies.ecsv")
         if cat.rejected:
             ids, reasons = zip(*cat.rejected, strict=True)
@@ -299,11 +385,16 @@ def generate_release(
         _write_galaxies_h5(tmp / "galaxies.h5", spec, cat, prints)
         first_id = 0
         for index, split in enumerate(SPLITS):
-            pool = np.asarray(cat.table["split"]) == pool_for(split)
-            draws = draw_pairs(
-                cat.table, pool, spec.n_blends[split], spec.seed, index, spec.max_delta_mag
-            )
-            pairs = pair_table(cat.table, draws, first_id)
+            if spec.is_track:
+                if not spec.n_blends[split]:
+                    continue  # a track holds test blends only
+                pairs = track_pairs(spec, cat)
+            else:
+                pool = np.asarray(cat.table["split"]) == pool_for(split)
+                draws = draw_pairs(
+                    cat.table, pool, spec.n_blends[split], spec.seed, index, spec.max_delta_mag
+                )
+                pairs = pair_table(cat.table, draws, first_id)
             first_id += len(pairs)
             _write_table(pairs, tmp / f"pairs_{split}.ecsv")
             _write_split(tmp, spec, split, pairs, cat, chunk_size, prints, progress)
@@ -311,6 +402,7 @@ def generate_release(
             "galaxies": len(cat.table),
             "test_galaxies": int(np.sum(np.asarray(cat.table["split"]) == "test")),
             **({"rejected_galaxies": len(cat.rejected)} if spec.source != "synthetic" else {}),
+            **({"unpaired_galaxies": sum(map(len, unpaired.values()))} if unpaired else {}),
             **{f"blends_{s}": spec.n_blends[s] for s in SPLITS},
         }
         info = ReleaseInfo(
@@ -319,6 +411,8 @@ def generate_release(
             dict(sorted(prints.items())),
             cat.n_redrawn,
             generator=f"blendbench {challenge.__version__}",
+            unpaired=unpaired,
+            adjustments=cat.adjustments,
         )
         (tmp / "release.toml").write_text(info.to_toml())
         if out.exists():
@@ -408,6 +502,8 @@ def verify_release(folder: Path | str) -> VerifyReport:
         report.checked.append(key)
     if frozen is not None:
         for name in COMMITTED_TABLES:
+            if not (frozen / name).is_file():
+                continue  # a shift track ships its test tables only
             try:
                 mine = Table.read(folder / name, format="ascii.ecsv")
             except FileNotFoundError:
@@ -553,3 +649,44 @@ def release_summary(folder: Path | str) -> dict[str, Any]:
         "files": files,
         "size_bytes": sum(files.values()),
     }
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def release_notes(info: ReleaseInfo) -> list[str]:
+    """One line per galaxy group left out, and per change made to a custom source's input."""
+    spec, adj = info.spec, info.adjustments
+    lines = []
+    for split, ids in info.unpaired.items():
+        lines.append(
+            f"{_count(len(ids), f'{split} galaxy', f'{split} galaxies')} with no partner within "
+            f"|Δm| < {spec.max_delta_mag:g} mag left out of the release: {_listed(ids)}"
+        )
+    if info.counts.get("rejected_galaxies"):
+        n = info.counts["rejected_galaxies"]
+        lines.append(f"{_count(n, 'galaxy', 'galaxies')} rejected (rejected.ecsv)")
+    if "sky_sigma" in adj:
+        lines.append(
+            f"sky σ raised from {adj['sky_sigma_requested']:g} to {adj['sky_sigma']:.4g} "
+            f"counts/px to match the noisiest stamp ({adj['noisiest_stamp']})"
+        )
+    if "resampled_from_pixel_scale" in adj:
+        lines.append(
+            f"{_count(adj['n_resampled'], 'stamp', 'stamps')} resampled from "
+            f"{adj['resampled_from_pixel_scale']:g}″/px "
+            f"to {spec.pixel_scale:g}″/px"
+        )
+    if "zero_point_scale" in adj:
+        lines.append(
+            f"counts rescaled from zero point {spec.input_zero_point:g} to {spec.zero_point:g} "
+            f"(× {adj['zero_point_scale']:.4g})"
+        )
+    if "zero_filled" in adj:
+        filled = adj["zero_filled"]
+        lines.append(
+            f"zero padding filled with sky noise in {_count(len(filled), 'stamp', 'stamps')}: "
+            + _listed(f"{k} ({v} px)" for k, v in filled.items())
+        )
+    return lines

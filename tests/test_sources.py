@@ -27,7 +27,7 @@ SMALL = {"train": 30, "val": 10, "test": 20}
 
 def draw(profile, flux, size=128, scale=0.06):
     image = galsim.ImageF(size, size, scale=scale)
-    galsim.Convolve(profile.withFlux(flux), release_psf(scale)).drawImage(image, offset=(0.5, 0.5))
+    galsim.Convolve(profile.withFlux(flux), release_psf()).drawImage(image, offset=(0.5, 0.5))
     return image.array
 
 
@@ -186,7 +186,9 @@ def write_fits_stamps(folder, n=6, size=128):
         img = draw(galsim.Exponential(half_light_radius=0.4), flux, size)
         fits.writeto(folder / f"g{i}.fits", (img + rng.normal(0, 0.01, img.shape)).astype(">f4"))
         rows.append((f"g{i}", flux, ["disc", "bulge", "irr"][i % 3]))
-    Table(rows=rows, names=("id", "flux", "morphology")).write(folder / "catalogue.ecsv")
+    cat = Table(rows=rows, names=("id", "flux", "morphology"))
+    cat.meta.update(pixel_scale=0.06, zero_point=25.96, psf=0.18)  # the declared instrument
+    cat.write(folder / "catalogue.ecsv")
     return folder
 
 

@@ -2,7 +2,8 @@
 
 ``synthetic`` (GalSim models, the embedded default) draws galaxies in the catalogue stage;
 the real-galaxy sources (``cosmos``, ``candels-npy``, ``fits-stamps``) read stamps from files,
-which :func:`load_real_stamps` dispatches to.
+which :func:`load_real_stamps` dispatches to. ``instrument`` holds what custom sources
+(``fits-stamps``, ``candels-npy``) declare about their stamps and how they reach the release grid.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from challenge.sources.real import RealStamp
 
 
 def load_real_stamps(spec: ReleaseSpec) -> tuple[list[RealStamp], list[tuple[str, str]]]:
-    """Stamps of a real-galaxy source and the (id, reason) of those rejected while loading."""
+    """Stamps of a real-galaxy source on the release grid and the (id, reason) of those rejected
+    while loading (at most ``spec.max_galaxies`` input rows when set)."""
     if spec.source == "cosmos":
         from challenge.sources.cosmos import load_cosmos
 
@@ -20,16 +22,14 @@ def load_real_stamps(spec: ReleaseSpec) -> tuple[list[RealStamp], list[tuple[str
     if spec.source == "candels-npy":
         from challenge.sources.real import load_candels_npy
 
-        stamps = load_candels_npy(spec.source_path, spec.stamp_size, spec.zero_point)
-    elif spec.source == "fits-stamps":
+        return load_candels_npy(spec.source_path, spec)
+    if spec.source == "fits-stamps":
+        from challenge.sources.instrument import check_instrument
         from challenge.sources.real import load_fits_stamps
 
-        stamps = load_fits_stamps(spec.source_path, spec.stamp_size, spec.zero_point)
-    else:
-        raise ValueError(f"{spec.source!r} is not a real-galaxy source")
-    if spec.max_galaxies > 0:
-        stamps = stamps[: spec.max_galaxies]
-    return stamps, []
+        check_instrument(spec)
+        return load_fits_stamps(spec.source_path, spec)
+    raise ValueError(f"{spec.source!r} is not a real-galaxy source")
 
 
 __all__ = ["RealStamp", "load_real_stamps"]

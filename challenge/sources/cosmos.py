@@ -37,7 +37,7 @@ from challenge.errors import SourceError
 from challenge.photometry import TRUTH, detect
 from challenge.release import ReleaseSpec
 from challenge.sources.real import RealStamp
-from challenge.sources.synthetic import release_psf
+from challenge.sources.synthetic import spec_psf
 
 COSMOS_ZERO_POINT = 25.94  # ACS/WFC F814W AB zero point of the COSMOS stamps (counts/s)
 EXAMPLE_CATALOGUE = "real_galaxy_catalog_26_extension_example.fits"
@@ -152,7 +152,7 @@ def render_cosmos_galaxy(
     )
     galaxy = galsim.RealGalaxy(catalog, index=index, rng=rng, noise_pad_size=size * scale * 1.5)
     galaxy = galaxy * 10 ** (0.4 * (spec.zero_point - COSMOS_ZERO_POINT))
-    final = galsim.Convolve(galaxy, release_psf(scale))
+    final = galsim.Convolve(galaxy, spec_psf(spec))
     image = galsim.ImageF(size, size, scale=scale)
     final.drawImage(image, offset=(0.5, 0.5), method="auto")
     variance = image.whitenNoise(final.noise)

@@ -20,6 +20,7 @@ radii follow a size–magnitude relation calibrated on the CANDELS pairs release
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -32,9 +33,15 @@ SERSIC_N_GRID = (3.0, 3.5, 4.0, 4.5, 5.0)
 SIZE_FACTOR = {"bulge": 0.4, "disc": 1.25, "bulge+disc": 0.9, "irregular": 1.2}
 COUNTS_SLOPE = 0.25
 WFC3_F160W_LAMBDA_NM = 1545.0
+ACS_F814W_LAMBDA_NM = 814.0
 HST_DIAMETER_M = 2.4
 HST_OBSCURATION = 0.33
-JITTER_FWHM_ARCSEC = 0.1
+# Gaussian jitter (plus detector charge diffusion) convolved with the Airy pattern, arcsec.
+JITTER_FWHM_ARCSEC = {"wfc3-f160w": 0.1, "acs-f814w": 0.05}
+PSF_LAMBDA_NM = {"wfc3-f160w": WFC3_F160W_LAMBDA_NM, "acs-f814w": ACS_F814W_LAMBDA_NM}
+# Clumpy track: every galaxy puts this fraction of its flux into this many knots.
+CLUMP_FRACTION = (0.3, 0.6)
+CLUMP_COUNT = (20, 60)
 
 
 @dataclass(frozen=True)
@@ -57,21 +64,32 @@ class GalaxyModel:
     knot_fraction: float = 0.0
     n_knots: int = 0
     knot_seed: int = 0
+    clump_fraction: float = 0.0
+    n_clumps: int = 0
+    clump_seed: int = 0
 
 
-@functools.lru_cache(maxsize=4)
-def release_psf(pixel_scale: float = 0.06) -> galsim.GSObject:
-    """HST/WFC3 F160W-like PSF: an obscured Airy at 1.545 µm plus 0.1" Gaussian jitter.
+@functools.lru_cache(maxsize=8)
+def release_psf(model: str = "wfc3-f160w", dilation: float = 1.0) -> galsim.GSObject:
+    """The optical PSF of a synthetic release: an obscured Airy (2.4 m, HST) ⊗ Gaussian jitter.
 
-    Its FWHM on the 0.06" grid is about 0.18" (pixel response included when drawn).
+    ``wfc3-f160w`` (v1): Airy at 1.545 µm ⊗ 0.1″ jitter, FWHM about 0.18″ on the 0.06″ grid
+    (pixel response included when drawn). ``acs-f814w``: Airy at 814 nm ⊗ 0.05″, about 0.11″.
+    ``dilation`` scales the profile's size (1.5 = a 50% broader PSF), keeping its flux.
     """
     airy = galsim.Airy(
-        lam=WFC3_F160W_LAMBDA_NM,
+        lam=PSF_LAMBDA_NM[model],
         diam=HST_DIAMETER_M,
         obscuration=HST_OBSCURATION,
         scale_unit=galsim.arcsec,
     )
-    return galsim.Convolve(airy, galsim.Gaussian(fwhm=JITTER_FWHM_ARCSEC))
+    psf = galsim.Convolve(airy, galsim.Gaussian(fwhm=JITTER_FWHM_ARCSEC[model]))
+    return psf if dilation == 1.0 else psf.dilate(dilation)
+
+
+def spec_psf(spec: ReleaseSpec) -> galsim.GSObject:
+    """The optical PSF of the release ``spec``."""
+    return release_psf(spec.psf_model, float(spec.psf_dilation))
 
 
 def median_hlr_px(mag: np.ndarray | float, morphology: str) -> np.ndarray:
@@ -126,8 +144,43 @@ def draw_galaxy(morphology: str, rng: np.random.Generator, spec: ReleaseSpec) ->
     raise ValueError(f"unknown morphology {morphology!r}")
 
 
+def with_clumps(model: GalaxyModel, rng: np.random.Generator) -> GalaxyModel:
+    """The same galaxy with strong star-forming substructure (the ``v1-clumpy`` track).
+
+    A fraction ``CLUMP_FRACTION`` of the total flux moves from the galaxy's profile into
+    ``CLUMP_COUNT`` knots spread over its half-light radius, whatever the morphology; the total
+    flux (and magnitude) is unchanged. ``rng`` is a stream of its own, so the galaxy's other
+    parameters and its truth noise stay those of the base release.
+    """
+    return dataclasses.replace(
+        model,
+        clump_fraction=float(rng.uniform(*CLUMP_FRACTION)),
+        n_clumps=int(rng.integers(CLUMP_COUNT[0], CLUMP_COUNT[1] + 1)),
+        clump_seed=int(rng.integers(1, 2**31 - 1)),
+    )
+
+
+def _clumps(model: GalaxyModel, flux: float) -> galsim.GSObject:
+    """Knots carrying ``flux`` counts, following the galaxy's size, axis ratio and angle."""
+    q = model.q
+    if model.morphology in ("disc", "bulge+disc"):
+        # A thin inclined disc looks like an ellipse of axis ratio cos(i).
+        q = max(float(np.cos(np.radians(model.inclination_deg))), 0.1)
+    knots = galsim.RandomKnots(
+        npoints=model.n_clumps,
+        half_light_radius=model.hlr_arcsec,
+        flux=flux,
+        rng=galsim.BaseDeviate(model.clump_seed),
+    )
+    return knots.shear(galsim.Shear(q=q, beta=model.beta_deg * galsim.degrees))
+
+
 def _profile(model: GalaxyModel, flux: float) -> galsim.GSObject:
     """The unconvolved GalSim profile of a galaxy with total flux ``flux`` (counts)."""
+    if model.n_clumps > 0:
+        fc = model.clump_fraction
+        smooth = dataclasses.replace(model, n_clumps=0)
+        return galsim.Add(_profile(smooth, (1 - fc) * flux), _clumps(model, fc * flux))
     shear = galsim.Shear(q=model.q, beta=model.beta_deg * galsim.degrees)
     if model.morphology == "bulge":
         return galsim.Sersic(
@@ -175,7 +228,7 @@ def render_model(model: GalaxyModel, spec: ReleaseSpec) -> np.ndarray:
     The galaxy is centred on pixel (size // 2, size // 2) (0-based, x = column).
     """
     flux = float(10 ** (-0.4 * (model.mag - spec.zero_point)))
-    obj = galsim.Convolve(_profile(model, flux), release_psf(spec.pixel_scale))
+    obj = galsim.Convolve(_profile(model, flux), spec_psf(spec))
     image = galsim.ImageF(spec.stamp_size, spec.stamp_size, scale=spec.pixel_scale)
     # GalSim centres an even-sized image between pixels; +0.5 px puts the galaxy on (64, 64).
     obj.drawImage(image, offset=(0.5, 0.5), method="auto")
@@ -185,6 +238,6 @@ def render_model(model: GalaxyModel, spec: ReleaseSpec) -> np.ndarray:
 def render_psf(spec: ReleaseSpec, size: int = 33) -> np.ndarray:
     """The release PSF drawn on the release grid, (size, size) float32, unit sum."""
     image = galsim.ImageF(size, size, scale=spec.pixel_scale)
-    release_psf(spec.pixel_scale).drawImage(image, method="auto")
+    spec_psf(spec).drawImage(image, method="auto")
     arr = image.array.astype(np.float64)
     return (arr / arr.sum()).astype(np.float32)

@@ -64,3 +64,21 @@ def test_generate_v1(benchmark, tmp_path):
     )
     assert benchmark.stats["mean"] < 300, "over the 5-minute budget"
     assert peak_mb < 2048, "over the 2 GB budget"
+
+
+def test_generate_every_shift_track(benchmark, tmp_path):
+    """Each v1 shift track (2,000 test blends) within the 1-minute budget on 2 cores."""
+    from challenge.release import TRACK_SHIFTS
+
+    times = {}
+
+    def run():
+        for name in TRACK_SHIFTS:
+            t0 = time.perf_counter()
+            generate_release(preset(name), tmp_path / f"{name}-{time.monotonic_ns()}", workers=2)
+            times[name] = time.perf_counter() - t0
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update({f"{k}_s": v for k, v in times.items()})
+    print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in times.items()))
+    assert max(times.values()) < 60, "a track over the 1-minute budget"
