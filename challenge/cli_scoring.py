@@ -1,4 +1,5 @@
-"""``blendbench score | compare | leaderboard | format``: thin commands over the scoring library."""
+"""``blendbench score | compare | leaderboard | robustness | format``: thin commands over the
+scoring library."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from challenge.cli_app import app, console, err_console, user_errors
@@ -199,6 +201,78 @@ def leaderboard_cmd(
                 f"{r['release_real']} (x{r['ratio']:.2f})"
             )
         console.print(f"written to {out / 'generalisation.md'}")
+
+
+@app.command("robustness")
+@user_errors
+def robustness_cmd(
+    base: str = typer.Option("v1", "--base", help="base release: a name (v1) or a folder"),
+    submissions: Path = typer.Option(
+        Path("submissions"), "--submissions",
+        help="<method>/ folders for the base, <track>/<method>/ for each track",
+    ),
+    out: Path = typer.Option(Path("leaderboard/robustness"), "--out", help="output folder"),
+    tracks: str | None = typer.Option(
+        None, "--tracks",
+        help="comma-separated track names or release folders (default: every sub-folder of "
+        "--submissions named after a release)",
+    ),
+    releases: Path | None = typer.Option(
+        None, "--releases", help="folder of generated release folders, looked up by name first"
+    ),
+    n_boot: int = typer.Option(N_BOOT, "--n-boot", help="bootstrap resamples"),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
+) -> None:
+    """MAPE of every method on the distribution-shift tracks, relative to the base release."""
+    from challenge.robustness import build_robustness
+
+    names = None
+    if tracks is not None:
+        names = [t.strip() for t in tracks.split(",") if t.strip()]
+        if not names:
+            raise ReleaseError(f"--tracks {tracks!r}: name at least one track, e.g. v1-psf")
+    rep = build_robustness(base, submissions, out, tracks=names, releases_dir=releases,
+                           n_boot=n_boot, seed=seed)
+    print_robustness(rep)
+    console.print(f"full tables in {out / 'robustness.md'}, {out / 'robustness.csv'}, "
+                  f"{out / 'figures' / 'robustness.png'}", highlight=False)
+    _warn(rep.notes)
+    for s in rep.skipped:
+        err_console.print(f"[yellow]skipped[/] {s['track']}/{s['name']}: {s['reason']}",
+                          highlight=False, soft_wrap=True)
+
+
+def print_robustness(rep) -> None:
+    """Two narrow tables: per method its base MAPE and worst track; per track Kendall τ."""
+    import math
+
+    table = Table(title=f"robustness: MAPE % on {rep.base} and on the shift tracks")
+    for col in ("method", f"{rep.base} MAPE %", "median ratio", "worst track", "ratio"):
+        table.add_column(col, justify="left" if col in ("method", "worst track") else "right",
+                         overflow="fold")
+    cells = rep.cells[rep.cells["view"] == "all"]
+    base = rep.base_scores.set_index("method")
+    for m in rep.methods:
+        mine = cells[cells["method"] == m]
+        ratios = mine["ratio"].astype(float)
+        worst = rep.worst.get(m)
+        worst_ratio = (float(mine.loc[mine["track"] == worst, "ratio"].iloc[0]) if worst
+                       else math.nan)
+        table.add_row(
+            escape(m),
+            _f(base["mape"].get(m, math.nan), ".2f"),
+            f"×{_f(float(ratios.median()), '.2f')}" if ratios.notna().any() else "–",
+            escape(worst or "–"),
+            f"×{_f(worst_ratio, '.2f')}" if worst else "–",
+        )
+    console.print(table)
+    taus = Table(title=f"does the {rep.base} ranking survive? Kendall τ per track")
+    for col in ("track", "methods", "τ", "p"):
+        taus.add_column(col, justify="left" if col == "track" else "right", overflow="fold")
+    for _, r in rep.tau.iterrows():
+        taus.add_row(escape(str(r["track"])), str(r["n_methods"]), _f(r["tau"], "+.2f"),
+                     _f(r["p_value"], ".3f"))
+    console.print(taus)
 
 
 def print_leaderboard(df, title: str) -> None:

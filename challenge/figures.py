@@ -7,7 +7,8 @@
 * ``morphology.png`` (Fig. 9): the same per morphology.
 * ``iou_hist.png`` (Fig. 11): histogram of the IoU of the submitted masks (masks only).
 
-Leaderboard figures (all methods together): ``leaderboard_mape.png`` and ``methods_vs_*.png``.
+Leaderboard figures (all methods together): ``leaderboard_mape.png`` and ``methods_vs_*.png``;
+the robustness report's ``robustness.png`` (ratio track / base per method and track).
 Every file is written atomically.
 """
 
@@ -176,4 +177,39 @@ def methods_binned(scores: dict[str, Score], scheme: str, xlabel: str, role: str
     ax.axhline(0, color="k", lw=0.6)
     ax2.set_yscale("log")
     ax.legend(fontsize=7)
+    return fig
+
+
+def robustness_heatmap(methods: list[str], tracks: list[str], ratio: np.ndarray,
+                       base: str = "base"):
+    """Heatmap of the MAPE ratio track / base: methods as rows, tracks as columns.
+
+    Args:
+        methods, tracks: row and column labels.
+        ratio: (n_methods, n_tracks) MAPE on the track / MAPE on the base; NaN cells are grey.
+        base: the base release's name, for the colour bar.
+
+    The colour is log2(ratio) on a diverging map centred on a ratio of 1 (red: worse on the
+    track, blue: better); every cell is annotated with its ratio.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    r = np.asarray(ratio, float).reshape(len(methods), len(tracks))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logr = np.where(r > 0, np.log2(r), np.nan)
+    finite = np.isfinite(logr)
+    lim = max(float(np.abs(logr[finite]).max()) if finite.any() else 0.0, np.log2(1.1))
+    fig, ax = plt.subplots(figsize=(1.15 * len(tracks) + 3.2, 0.45 * len(methods) + 1.8))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#e6e6e6")
+    im = ax.imshow(np.ma.masked_invalid(logr), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    for i, j in np.ndindex(r.shape):
+        text = f"×{r[i, j]:.2f}" if finite[i, j] else "–"
+        dark = finite[i, j] and abs(logr[i, j]) > 0.6 * lim
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")
+    ax.set_xticks(np.arange(len(tracks)), tracks, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(methods)), methods, fontsize=8)
+    cbar = fig.colorbar(im, ax=ax, format=FuncFormatter(lambda x, _: f"{2 ** x:.2g}"))
+    cbar.set_label(f"MAPE track / {base} (log scale)")
+    ax.set_title(f"Robustness: MAPE on each track relative to {base}", fontsize=10)
     return fig

@@ -108,7 +108,8 @@ def _metadata(meta: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _is_submission_folder(folder: Path) -> bool:
+def is_submission_folder(folder: Path) -> bool:
+    """A visible folder holding a ``submission.toml`` or a prediction file."""
     return folder.is_dir() and not folder.name.startswith((".", "_")) and (
         (folder / METADATA_FILE).is_file()
         or any((folder / n).is_file() for n in PREDICTION_NAMES))
@@ -142,7 +143,7 @@ def score_folders(truth: Truth, submissions_dir: str | Path, *, n_boot: int = N_
     if not root.is_dir():
         raise ReleaseError(f"{root}: no submissions folder; put one folder per method in it "
                            "(see `blendbench format`)")
-    for folder in sorted(p for p in root.iterdir() if _is_submission_folder(p)):
+    for folder in sorted(p for p in root.iterdir() if is_submission_folder(p)):
         try:
             meta = read_metadata(folder / METADATA_FILE)
             declared = meta.get("release")

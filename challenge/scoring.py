@@ -13,6 +13,7 @@ are one matrix product and medians a cumulative sum over the values sorted once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -95,6 +96,16 @@ class Truth:
     @property
     def has_masks(self) -> bool:
         return self.masks is not None or self.masks_path is not None
+
+    def subset(self, index: np.ndarray) -> Truth:
+        """The truth restricted / reordered to ``index`` (positions, (m,) int).
+
+        Truth masks are kept only when in memory (``test_truth.h5`` holds all the blends).
+        """
+        return dataclasses.replace(
+            self, blend_id=self.blend_id[index], flux=self.flux[index], mag=self.mag[index],
+            distance_re=self.distance_re[index], morphology=self.morphology[index],
+            masks_path=None, masks=None if self.masks is None else self.masks[index])
 
 
 def load_truth(data: str | Path, truth: str = "sep") -> Truth:
@@ -477,7 +488,24 @@ def resample_index(n: int, n_boot: int = N_BOOT,
     return idx, W
 
 
-def _interval(rep: np.ndarray) -> list[float]:
+def mape_replicates(gal: Galaxies, W: np.ndarray) -> np.ndarray:
+    """MAPE (%) of the selected galaxies, central and companion, in every bootstrap resample.
+
+    Args:
+        gal: per-galaxy arrays of n blends.
+        W: (B, n) resample counts from :func:`resample_index`.
+
+    Returns:
+        (B,) MAPE %; NaN in a resample without selected galaxies.
+    """
+    n_sel = gal.selected.sum(axis=1).astype(float)
+    ape_sum = np.where(gal.selected, gal.ape, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100 * (W @ ape_sum) / (W @ n_sel)
+
+
+def interval95(rep: np.ndarray) -> list[float]:
+    """The 95% percentile interval [2.5%, 97.5%] of bootstrap replicates (B,), NaN ignored."""
     rep = rep[np.isfinite(rep)]
     if rep.size == 0:
         return [math.nan, math.nan]
@@ -553,7 +581,7 @@ def score(sub: Submission, truth: Truth, *, selection: np.ndarray | None = None,
     if n_boot > 0:
         idx, W = resample_index(gal.n, n_boot, seed)
         reps = _Bootstrap(gal, W, idx).replicates()
-        ci95 = {role: {k: _interval(v) for k, v in reps[role].items()} for role in ROLES}
+        ci95 = {role: {k: interval95(v) for k, v in reps[role].items()} for role in ROLES}
     return Score(release=truth.release, submission=sub.name, truth=truth.kind, overall=overall,
                  bins=bins, ci95=ci95, galaxies=gal, truth_table=truth,
                  selection=selection_name, n_boot=n_boot, seed=seed, warnings=warnings)
@@ -622,7 +650,7 @@ def compare(sub_a: Submission, sub_b: Submission, truth: Truth, *,
             ra, rb = rep_a[role][metric], rep_b[role][metric]
             rows[metric] = {
                 "a": sa[metric], "b": sb[metric], "diff": sa[metric] - sb[metric],
-                "ci95": _interval(ra - rb), "better": _verdict(_interval(loss(ra) - loss(rb))),
+                "ci95": interval95(ra - rb), "better": _verdict(interval95(loss(ra) - loss(rb))),
             }
         overall[role] = rows
     schemes = bin_schemes(truth)
@@ -635,7 +663,7 @@ def compare(sub_a: Submission, sub_b: Submission, truth: Truth, *,
             for k, desc in enumerate(scheme.bins):
                 where = rmask & (scheme.index == k)
                 a, b = gal_a.summary(where), gal_b.summary(where)
-                iv = _interval(ba[(scheme.name, role, k)] - bb[(scheme.name, role, k)])
+                iv = interval95(ba[(scheme.name, role, k)] - bb[(scheme.name, role, k)])
                 rows.append({"role": role, "label": desc["label"], "n": a["n"],
                              "a": a["mape"], "b": b["mape"], "diff": a["mape"] - b["mape"],
                              "ci95": iv, "better": _verdict(iv)})
