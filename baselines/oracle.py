@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from challenge.blending import shift_image
-from challenge.photometry import TRUTH, measure_central
+from challenge.pipeline.blending import shift_image
+from challenge.pipeline.photometry import TRUTH, measure_central
 
 
 def oracle_chunk(
@@ -59,9 +59,8 @@ class NoiseFloorOracle:
         if self._cache is None:
             import h5py
 
-            from challenge.errors import ReleaseError
-            from challenge.release import resolve_release
-            from challenge.release_files import read_table
+            from challenge.contract.errors import ReleaseError
+            from challenge.contract.release import read_table, resolve_release
 
             path, info = resolve_release(release_dir)
             if info.spec.source != "synthetic":
@@ -99,8 +98,8 @@ def run_oracle(folder, out, workers: int = 1, chunk: int = 250, progress=None):
 
     Returns (outputs: flux, masks, blend_id; wall time in s).
     """
-    from challenge.protocol import release_context, run_method
-    from challenge.submission_folder import SubmissionMetadata, write_submission
+    from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+    from challenge.loaders.protocol import release_context, run_method
 
     context = release_context(folder)
     NoiseFloorOracle()._models(context.release_dir)  # fail early, before any worker starts

@@ -14,15 +14,14 @@ the error raised when a dependency is missing and the lazy import that raises it
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from challenge.errors import BlendbenchError
+from challenge.contract.errors import MissingExtraError, import_extra, install_hint
 
-PEERS_INSTALL = "pip install -e '.[peers]'"
+PEERS_INSTALL = install_hint("peers")
 
 
-class PeerDependencyError(BlendbenchError, ImportError):
+class PeerDependencyError(MissingExtraError):
     """A peer deblender's optional dependency (photutils, scarlet2, jax, ...) is not installed."""
 
 
@@ -34,9 +33,6 @@ def import_peer(module: str, method: str) -> ModuleType:
         method: the method that needs it, for the message (``"photutils"`` or ``"scarlet2"``).
     """
     try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise PeerDependencyError(
-            f"the {method} baseline needs {module.split('.')[0]!r}, which is not installed "
-            f"({err}); install the optional peers extra: {PEERS_INSTALL}"
-        ) from None
+        return import_extra(module, "peers", f"the {method} baseline")
+    except MissingExtraError as err:
+        raise PeerDependencyError(str(err), err.extra) from None

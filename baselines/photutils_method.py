@@ -230,8 +230,8 @@ def run_photutils_baseline(
     import_peer("photutils", "photutils")
     import photutils
 
-    from challenge.protocol import release_context, run_method
-    from challenge.submission_folder import SubmissionMetadata, write_submission
+    from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+    from challenge.loaders.protocol import release_context, run_method
 
     settings = settings or PhotutilsSettings()
     context = release_context(folder)

@@ -2,9 +2,10 @@
 
 Per blend:
 
-1. detection: the sep baseline's cold/hot extraction (:func:`challenge.photometry.detect`) and
-   its central/companion rule (:func:`baselines.sep_baseline.assign_sources`); the central and
-   the companion become the sources of the scene. When only one source is found, only it is
+1. detection: the sep baseline's cold/hot extraction
+   (:func:`challenge.pipeline.photometry.detect`) and its central/companion rule
+   (:func:`baselines.sep_baseline.assign_sources`); the central and the companion become the
+   sources of the scene. When only one source is found, only it is
    fitted (the other slot is switched off) and it keeps the slot the rule gives it; more than
    two detections still give a two-source scene, whose models absorb the extra pieces.
 2. model: a scarlet2 :class:`~scarlet2.Scene` in one band holding two
@@ -54,8 +55,8 @@ import numpy as np
 
 from baselines.peers import import_peer
 from baselines.sep_baseline import NO_DETECTION, assign_sources, detection_case_counts
-from challenge.errors import BlendbenchError
-from challenge.photometry import COLD, HOT, detect
+from challenge.contract.errors import BlendbenchError
+from challenge.pipeline.photometry import COLD, HOT, detect
 
 
 class CheckpointError(BlendbenchError, ValueError):
@@ -476,7 +477,7 @@ def _save_batch(path: Path, blend_id: np.ndarray, out: dict[str, np.ndarray]) ->
 def _fit_batch_to_checkpoint(batch, context, settings: ScarletSettings, path: Path) -> float:
     """Worker: fit one batch and write its checkpoint; returns the seconds it took."""
     t0 = time.perf_counter()
-    from challenge.protocol import check_output
+    from challenge.loaders.protocol import check_output
 
     out = ScarletMethod(settings)(batch, context)
     where = f"blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])}"
@@ -530,8 +531,8 @@ def run_scarlet_baseline(
     Returns (outputs: flux, masks (uint8), detection, failed, converged, crop, blend_id; or
     None when stopped by ``max_batches``; wall time of this call in s).
     """
-    from challenge.protocol import iter_batches, release_context
-    from challenge.submission_folder import SubmissionMetadata, write_submission
+    from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+    from challenge.loaders.protocol import iter_batches, release_context
 
     for module in ("jax", "equinox", "optax", "scarlet2"):
         import_peer(module, "scarlet2")

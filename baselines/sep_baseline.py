@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from challenge.photometry import COLD, HOT, detect
+from challenge.pipeline.photometry import COLD, HOT, detect
 
 NO_DETECTION, CENTRAL_ONLY, COMPANION_ONLY, BOTH, MORE = -1, 0, 1, 2, 3
 
@@ -118,7 +118,7 @@ def deblend_chunk(images: np.ndarray, r_e_central: np.ndarray) -> dict[str, np.n
 
 
 def sep_method(batch, context) -> dict[str, np.ndarray]:
-    """The sep baseline through the method protocol (``challenge.protocol``)."""
+    """The sep baseline through the method protocol (``challenge.loaders.protocol``)."""
     return deblend_chunk(batch.images, batch.r_e_central)
 
 
@@ -129,8 +129,8 @@ def run_sep_baseline(
 
     Returns (outputs: flux, masks, detection, hot, blend_id; wall time in s).
     """
-    from challenge.protocol import run_method
-    from challenge.submission_folder import SubmissionMetadata, write_submission
+    from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+    from challenge.loaders.protocol import run_method
 
     run = run_method(sep_method, folder, chunk, workers, progress)
     result = {**run.outputs, "blend_id": run.blend_id}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from challenge.release import ReleaseSpec, preset
+from challenge.contract.release import ReleaseSpec, preset
 
 
 def pytest_addoption(parser):
@@ -42,7 +42,7 @@ def tiny_spec() -> ReleaseSpec:
 @pytest.fixture(scope="session")
 def tiny_release(tmp_path_factory):
     """A generated 44-galaxy, 120-blend release folder (made once per session)."""
-    from challenge.release_files import generate_release
+    from challenge.pipeline.files import generate_release
 
     out = tmp_path_factory.mktemp("releases") / "tiny"
     generate_release(TINY, out, chunk_size=16, workers=1)
@@ -57,7 +57,7 @@ def mini_spec() -> ReleaseSpec:
 @pytest.fixture(scope="session")
 def mini_release(tmp_path_factory):
     """The frozen mini release (200 galaxies, 1,000 blends), generated once per session."""
-    from challenge.release_files import generate_release
+    from challenge.pipeline.files import generate_release
 
     out = tmp_path_factory.mktemp("releases") / "mini"
     generate_release(preset("mini"), out, workers=2)

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from challenge.candels2019 import PAPER, candels_table, data_path, load_candels, score_candels
 from challenge.cli import app
+from challenge.reports.candels2019 import (
+    PAPER,
+    candels_table,
+    data_path,
+    load_candels,
+    score_candels,
+)
 
 
 @pytest.fixture(scope="module")

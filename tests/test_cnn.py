@@ -22,7 +22,7 @@ from baselines.cnn.models import build_blend2flux, build_model
 from baselines.cnn.predict import WeightsError, load_trained, predict_images
 from baselines.cnn.train import TrainingError, flux_ape, read_history, train_cnn
 from challenge.cli import app
-from challenge.submission import read_submission
+from challenge.contract.submission import read_submission
 
 PAPER_COUNTS = {64: (1_605_458, 1.6), 256: (25_670_978, 25.7), 512: (102_673_026, 102.7)}
 

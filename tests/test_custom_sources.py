@@ -11,12 +11,12 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.errors import ReleaseError
-from challenge.pairs import draw_pairs, has_partner, shift_bounds
-from challenge.release import DEFAULT_SEED, ReleaseInfo, ReleaseSpec, committed_dir
-from challenge.sources.instrument import psf_fwhm_arcsec, resample
-from challenge.sources.real import prepare_stamp, zero_padding
-from challenge.split import split_galaxies
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import DEFAULT_SEED, ReleaseInfo, ReleaseSpec, committed_dir
+from challenge.pipeline.pairs import draw_pairs, has_partner, shift_bounds
+from challenge.pipeline.sources.instrument import psf_fwhm_arcsec, resample
+from challenge.pipeline.sources.real import prepare_stamp, zero_padding
+from challenge.pipeline.split import split_galaxies
 
 runner = CliRunner()
 ZP = 25.96
@@ -408,7 +408,7 @@ def test_release_toml_without_the_new_tables_still_reads(tmp_path):
 
 def write_candels(folder, n=8):
     """A tiny candels-npy archive (images, segmentation maps, catalogue) of noisy discs."""
-    from challenge.photometry import TRUTH, measure_central
+    from challenge.pipeline.photometry import TRUTH, measure_central
 
     rng = np.random.default_rng(3)
     images, segs, rows = [], [], []

@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.errors import ReleaseError
-from challenge.leaderboard import generalisation_gap
+from challenge.contract.errors import ReleaseError
+from challenge.reports.leaderboard import generalisation_gap
 
 runner = CliRunner()
 

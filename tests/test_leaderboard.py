@@ -13,7 +13,7 @@ from test_scoring import hand_release, write_h5
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.leaderboard import build_leaderboard
+from challenge.reports.leaderboard import build_leaderboard
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import jaccard_score
 
-from challenge import metrics as M
+from challenge.scoring import metrics as M
 
 
 def test_ape_and_mape():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from baselines.sep_baseline import assign_sources
-from challenge.protocol import Batch, Context
+from challenge.loaders.protocol import Batch, Context
 
 SKY_SIGMA = 0.012  # counts/px, as the v1 release
 SIZE = 128

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from challenge.photometry import (
+from challenge.pipeline.photometry import (
     COLD,
     TRUTH,
     detect,

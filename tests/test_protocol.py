@@ -9,9 +9,9 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.protocol import Batch, MethodError, check_output, load_method, run_method
-from challenge.scoring import load_truth, score
-from challenge.submission import read_submission
+from challenge.contract.submission import read_submission
+from challenge.loaders.protocol import Batch, MethodError, check_output, load_method, run_method
+from challenge.scoring.scores import load_truth, score
 
 runner = CliRunner()
 

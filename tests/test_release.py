@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from challenge.blending import blend_image, shift_image, sky_noise
-from challenge.catalogue import slot_morphologies
-from challenge.errors import ReleaseError
-from challenge.pairs import shift_bounds
-from challenge.release import PRESETS, ReleaseSpec, preset, resolve_release
-from challenge.release_files import export_blends, generate_release, verify_release
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import PRESETS, ReleaseSpec, preset, resolve_release
+from challenge.pipeline.blending import blend_image, shift_image, sky_noise
+from challenge.pipeline.catalogue import slot_morphologies
+from challenge.pipeline.files import export_blends, generate_release, verify_release
+from challenge.pipeline.pairs import shift_bounds
 
 
 def tables(folder):
@@ -170,7 +170,7 @@ def test_unknown_release_and_non_empty_output_are_clear_errors(tiny_spec, tmp_pa
 
 
 def test_a_failed_generation_leaves_nothing_behind(tiny_spec, tmp_path, monkeypatch):
-    import challenge.release_files as rf
+    import challenge.pipeline.files as rf
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")

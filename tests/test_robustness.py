@@ -20,17 +20,17 @@ from test_scoring import hand_release, write_h5
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.errors import ReleaseError
-from challenge.release import ReleaseInfo, ReleaseSpec
-from challenge.robustness import (
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import ReleaseInfo, ReleaseSpec
+from challenge.contract.submission import read_submission
+from challenge.reports.robustness import (
     TRACK_DESCRIPTIONS,
     build_robustness,
     find_tracks,
     spec_changes,
     track_description,
 )
-from challenge.scoring import load_truth, score
-from challenge.submission import read_submission
+from challenge.scoring.scores import load_truth, score
 
 runner = CliRunner()
 N = 40
@@ -191,7 +191,7 @@ def test_missing_and_invalid_submissions_are_reported(report):
 def test_files_written(report):
     rep, out = report
     md = (out / "robustness.md").read_text()
-    assert "| a | 5." in md and "**×5." in md and "| hand-noise | 3 | -1.00 | 0.333 |" in md
+    assert "| a | 5." in md and "**×5." in md and "| hand-noise | 3 | -1.00 | 0.33 |" in md
     assert "hand-real (<= 23.5 mag)" in md and "other blends" in md and "hand-noise/d" in md
     csv = pd.read_csv(out / "robustness.csv")
     assert len(csv) == 4 * 4 and csv["ratio"].notna().sum() == 3 * 4

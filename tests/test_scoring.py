@@ -12,11 +12,11 @@ import pytest
 from astropy.table import Table
 from typer.testing import CliRunner
 
-from challenge import metrics as M
-from challenge import scoring as S
 from challenge.cli import app
-from challenge.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
-from challenge.submission import Submission, read_submission
+from challenge.contract.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
+from challenge.contract.submission import Submission, read_submission
+from challenge.scoring import metrics as M
+from challenge.scoring import scores as S
 
 
 def hand_release(

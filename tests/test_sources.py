@@ -8,18 +8,18 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.errors import SourceError
-from challenge.photometry import TRUTH, measure_central
-from challenge.release import ReleaseSpec, preset
-from challenge.release_files import generate_release, release_summary, verify_release
-from challenge.sources.cosmos import (
+from challenge.contract.errors import SourceError
+from challenge.contract.release import ReleaseSpec, preset
+from challenge.pipeline.files import generate_release, release_summary, verify_release
+from challenge.pipeline.photometry import TRUTH, measure_central
+from challenge.pipeline.sources.cosmos import (
     COSMOS_ZERO_POINT,
     classify,
     example_dir,
     load_cosmos,
     render_cosmos_galaxy,
 )
-from challenge.sources.synthetic import release_psf
+from challenge.pipeline.sources.synthetic import release_psf
 
 runner = CliRunner()
 SMALL = {"train": 30, "val": 10, "test": 20}
@@ -243,7 +243,7 @@ def test_cosmos_example_preset_is_defined():
 
 
 def test_bulge_fraction_from_galsim_parametric_fits(tmp_path):
-    from challenge.sources.cosmos import bulge_fraction_from_fits
+    from challenge.pipeline.sources.cosmos import bulge_fraction_from_fits
 
     cols = fits.ColDefs([
         fits.Column(name="IDENT", format="J", array=np.arange(4)),

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from challenge.cli import app
-from challenge.errors import SubmissionError
-from challenge.submission import match_to_release, read_submission
+from challenge.contract.errors import SubmissionError
+from challenge.contract.submission import match_to_release, read_submission
 
 N, SIZE = 6, 16
 IDS = 500 + 7 * np.arange(N, dtype=np.int64)

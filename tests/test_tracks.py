@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from challenge.blending import shift_image
-from challenge.errors import ReleaseError
-from challenge.release import TRACK_SHIFTS, ReleaseInfo, committed_dir, preset
-from challenge.release_files import generate_release, verify_release
-from challenge.scoring import load_truth
-from challenge.tracks import base_spec, close_bounds, moved_shifts
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import TRACK_SHIFTS, ReleaseInfo, committed_dir, preset
+from challenge.pipeline.blending import shift_image
+from challenge.pipeline.files import generate_release, verify_release
+from challenge.pipeline.tracks import base_spec, close_bounds, moved_shifts
+from challenge.scoring.scores import load_truth
 
 N_BLENDS = 60
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from challenge.errors import BlendbenchError
+from challenge.contract.errors import BlendbenchError
 
 MODELS = ("blend2flux", "blend2mask2flux")
 

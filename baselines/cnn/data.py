@@ -20,7 +20,7 @@ import h5py
 import keras
 import numpy as np
 
-from challenge.errors import ReleaseError
+from challenge.contract.errors import ReleaseError
 
 N_DIHEDRAL = 8
 MIN_FLUX = 1e-3  # counts: truth fluxes are clipped here before log10

@@ -4,7 +4,7 @@
 8 dihedral transforms about pixel (64, 64) (test-time augmentation: log10 fluxes averaged, masks
 mapped back and averaged). ``write_cnn_submission`` predicts a release's ``test_blends.h5`` and
 writes ``submissions/NAME`` through the method protocol (:class:`CNNMethod` fed by
-``challenge.protocol.run_method``), then copies the weights (when ≤ 20 MB) and the training
+``challenge.loaders.protocol.run_method``), then copies the weights (when ≤ 20 MB) and the training
 history next to the predictions.
 """
 
@@ -22,9 +22,9 @@ import numpy as np
 import baselines.cnn.models  # noqa: F401  (registers the custom layers before loading)
 import baselines.cnn.train  # noqa: F401  (registers the losses and metrics)
 from baselines.cnn.data import N_DIHEDRAL, check_split_file, dihedral
-from challenge.errors import BlendbenchError
-from challenge.protocol import run_method
-from challenge.submission_folder import SubmissionMetadata, write_submission
+from challenge.contract.errors import BlendbenchError
+from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+from challenge.loaders.protocol import run_method
 
 MAX_WEIGHTS_BYTES = 20 * 1024**2
 PAPER_LINK = (

@@ -48,7 +48,7 @@ from keras import ops
 from baselines.cnn.configs import CNNConfig
 from baselines.cnn.data import BlendDataset, check_split_file
 from baselines.cnn.models import LN10, SKY_SIGMA, build_model, unet_part
-from challenge.errors import BlendbenchError
+from challenge.contract.errors import BlendbenchError
 
 MAX_LOG_ERROR = 3.0  # dex: the MAPE loss clips |log10(pred / truth)| here (inf-safe)
 Progress = Callable[[dict[str, Any]], None]

@@ -10,10 +10,10 @@ import time
 import numpy as np
 from astropy.table import Table
 
-from challenge.blending import materialise
-from challenge.catalogue import isolated_galaxy, slot_morphologies
-from challenge.release import preset
-from challenge.release_files import generate_release
+from challenge.contract.release import preset
+from challenge.pipeline.blending import materialise
+from challenge.pipeline.catalogue import isolated_galaxy, slot_morphologies
+from challenge.pipeline.files import generate_release
 
 
 def test_render_and_measure_one_galaxy(benchmark):
@@ -68,7 +68,7 @@ def test_generate_v1(benchmark, tmp_path):
 
 def test_generate_every_shift_track(benchmark, tmp_path):
     """Each v1 shift track (2,000 test blends) within the 1-minute budget on 2 cores."""
-    from challenge.release import TRACK_SHIFTS
+    from challenge.contract.release import TRACK_SHIFTS
 
     times = {}
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from challenge.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
-from challenge.scoring import load_truth, score
-from challenge.submission import read_submission
+from challenge.contract.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
+from challenge.contract.submission import read_submission
+from challenge.scoring.scores import load_truth, score
 
 N, SIZE = 5000, 128
 

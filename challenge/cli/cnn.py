@@ -1,0 +1,123 @@
+"""``blendbench train`` and ``blendbench baseline blend2flux | blend2mask2flux`` (Keras CNNs).
+
+Keras and TensorFlow come with the optional ``cnn`` extra; without them these commands exit with
+code 2 and say how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from challenge.cli.base import app, console, err_console, user_errors
+from challenge.cli.baselines import baseline_app, with_progress
+from challenge.contract.errors import import_extra
+from challenge.contract.release import DEFAULT_SEED
+
+MODEL_HELP = "blend2flux or blend2mask2flux"
+
+
+def _check_model(model: str) -> str:
+    from baselines.cnn.configs import MODELS, ConfigError
+
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+    return model
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    config: str = typer.Option(
+        "compact", help="compact (2 CPU cores), paper (GPU sizes); others: baselines/cnn/configs.py"
+    ),
+    data: Path = typer.Option(..., help="release folder with train.h5 and val.h5"),
+    out: Path = typer.Option(..., help="run folder (model.keras, history.csv, run.json)"),
+    seed: int = typer.Option(DEFAULT_SEED, help="seeds weights, data order, augmentation"),
+    epochs: int | None = typer.Option(None, help="maximum epochs (default: the config's)"),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", help="minutes; stops after the epoch that exceeds it"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue the run checkpointed in --out"),
+    limit: int | None = typer.Option(None, help="use only the first N train/val blends"),
+    quiet: bool = typer.Option(False, "--quiet", help="no per-step progress bar"),
+) -> None:
+    """Train a CNN baseline on a release; checkpoints every epoch (resume with --resume)."""
+    from baselines.cnn.configs import get_config
+
+    cfg = get_config(_check_model(model), config)
+    train_cnn = import_extra("baselines.cnn.train", "cnn", "blendbench train").train_cnn
+
+    def on_epoch(row: dict) -> None:
+        parts = [f"epoch {row['epoch']:>3} ({row['stage']})", f"loss {row['loss']:.4f}"]
+        parts.append(f"val_loss {row.get('val_loss', float('nan')):.4f}")
+        if row.get("val_mape") is not None:
+            parts.append(f"val MAPE {row['val_mape']:.2f}%")
+        if row.get("val_iou") is not None:
+            parts.append(f"val IoU {row['val_iou']:.3f}")
+        parts.append(f"lr {row['lr']:.2e}, {row['seconds']:.0f} s, {row['images_per_s']:.0f} img/s")
+        err_console.print(" | ".join(parts), highlight=False)
+
+    result = train_cnn(
+        cfg, data, out, seed=seed, epochs=epochs, time_budget_min=time_budget, resume=resume,
+        limit=limit, verbose=0 if quiet else 1, progress=on_epoch,
+    )  # fmt: skip
+    rec = result.record
+    mape = rec.get("best_val_mape")
+    console.print(
+        f"{model} --config {cfg.name}: {rec['parameters']:,} parameters, {rec['epochs']} epochs "
+        f"in {rec['wall_time_s'] / 60:.1f} min"
+        + (f", best val MAPE {mape:.2f}% (epoch {rec['best_epoch']})" if mape else "")
+        + (f", stopped: {rec['stopped']}" if rec["stopped"] else "")
+        + f"; wrote {result.model_path}"
+    )
+
+
+def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool):
+    from challenge.contract.release import resolve_release
+
+    predict = import_extra("baselines.cnn.predict", "cnn", f"blendbench baseline {model}")
+    n = resolve_release(data)[1].spec.n_blends["test"]
+    out, summary = with_progress(
+        model,
+        n,
+        lambda advance: predict.write_cnn_submission(
+            model, weights, data, out, batch_size, tta, progress=advance
+        ),
+    )
+    console.print(
+        f"{model}: {summary['n']} blends in {summary['inference_s']:.1f} s "
+        f"({summary['n'] / summary['inference_s']:.0f} blends/s"
+        + (", 8-fold test-time augmentation" if tta else "")
+        + f"); wrote {out} (+ {', '.join(summary['copied']) or 'no training files'})"
+    )
+
+
+@baseline_app.command("blend2flux")
+@user_errors
+def blend2flux_cmd(
+    weights: Path = typer.Option(..., help="model.keras written by `blendbench train`"),
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(Path("submissions/blend2flux"), help="submission folder to write"),
+    batch_size: int = typer.Option(64, help="blends per forward pass"),
+    tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
+) -> None:
+    """blend2flux (Boucaud et al. 2019): a conv net from the blend to the two fluxes."""
+    _baseline("blend2flux", weights, data, out, batch_size, tta)
+
+
+@baseline_app.command("blend2mask2flux")
+@user_errors
+def blend2mask2flux_cmd(
+    weights: Path = typer.Option(..., help="model.keras written by `blendbench train`"),
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(
+        Path("submissions/blend2mask2flux"), help="submission folder to write"
+    ),
+    batch_size: int = typer.Option(64, help="blends per forward pass"),
+    tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
+) -> None:
+    """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
+    _baseline("blend2mask2flux", weights, data, out, batch_size, tta)

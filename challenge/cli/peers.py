@@ -1,0 +1,91 @@
+"""``blendbench baseline photutils|scarlet2``: the peer deblenders (optional ``peers`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from challenge.cli.base import console, user_errors
+from challenge.cli.baselines import DEFAULT_WORKERS, _n_test, baseline_app, with_progress
+
+
+@baseline_app.command("photutils")
+@user_errors
+def photutils_cmd(
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(Path("submissions/photutils"), help="submission folder to write"),
+    workers: int = typer.Option(DEFAULT_WORKERS, help="processes"),
+) -> None:
+    """photutils: segmentation, multi-threshold + watershed deblending, Kron fluxes."""
+    from baselines.photutils_method import run_photutils_baseline
+    from baselines.sep_baseline import describe_cases
+
+    result, elapsed = with_progress(
+        "photutils",
+        _n_test(data),
+        lambda advance: run_photutils_baseline(data, out, workers, progress=advance),
+    )
+    n = len(result["flux"])
+    console.print(
+        f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
+        f"workers); global-background fallback {result['global_background'].mean():.1%}; "
+        f"detection cases {describe_cases(result['detection'])}; wrote {out}"
+    )
+
+
+@baseline_app.command("scarlet2")
+@user_errors
+def scarlet2_cmd(
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(Path("submissions/scarlet2"), help="submission folder to write"),
+    workers: int = typer.Option(1, help="processes (1 is fastest on 2 cores: XLA uses both)"),
+    resume: bool = typer.Option(False, help="reuse OUT/checkpoints of an interrupted run"),
+    n_iter: int = typer.Option(300, help="Adam steps per blend"),
+    batch_size: int = typer.Option(250, help="blends per checkpoint"),
+    limit: int = typer.Option(None, help="fit only the first N test blends (timing runs)"),
+    max_batches: int = typer.Option(
+        None, help="stop after N new batches without writing the submission (resume later)"
+    ),
+    keep_checkpoints: bool = typer.Option(False, help="keep OUT/checkpoints when done"),
+) -> None:
+    """scarlet2: two PSF-convolved Sérsic sources per blend, fitted in vmapped batches.
+
+    Sources start at the sep cold/hot detections; fluxes are the model fluxes, masks the
+    model fractions; every batch is checkpointed, so an interrupted run continues with
+    --resume.
+    """
+    from baselines.scarlet_method import ScarletSettings, run_scarlet_baseline
+    from baselines.sep_baseline import describe_cases
+
+    total = _n_test(data) if limit is None else min(limit, _n_test(data))
+    result, elapsed = with_progress(
+        "scarlet2",
+        total,
+        lambda advance: run_scarlet_baseline(
+            data,
+            out,
+            workers=workers,
+            resume=resume,
+            batch_size=batch_size,
+            settings=ScarletSettings(n_iter=n_iter),
+            progress=advance,
+            limit=limit,
+            max_batches=max_batches,
+            keep_checkpoints=keep_checkpoints,
+        ),
+    )
+    if result is None:
+        console.print(
+            f"scarlet2: stopped after {max_batches} new batches ({elapsed:.1f} s); continue "
+            f"with --resume (checkpoints in {out / 'checkpoints'})"
+        )
+        return
+    n = len(result["flux"])
+    fitted = result["crop"] > 0
+    console.print(
+        f"scarlet2: {n} blends in {elapsed:.1f} s ({n / elapsed:.2f} blends/s); failed fits "
+        f"(sep fallback) {int(result['failed'].sum())}, not converged "
+        f"{int((~result['converged'] & fitted).sum())}; detection cases "
+        f"{describe_cases(result['detection'])}; wrote {out}"
+    )

@@ -1,0 +1,271 @@
+"""Release commands: generate, verify, export, info, show, demo."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table as RichTable
+
+from challenge.cli.base import app, console, err_console, user_errors
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import CUSTOM_SOURCES, SOURCES, ReleaseInfo, ReleaseSpec, preset
+
+DEMO_DIR = Path("releases") / "mini"
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:>10}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
+def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size: int) -> Path:
+    """Generate a release (preset name or spec) with a progress bar; returns the folder."""
+    from challenge.pipeline.files import generate_release
+
+    spec = preset(release) if isinstance(release, str) else release
+    with _progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, advance: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.advance(tasks[stage], advance)
+
+        return generate_release(
+            spec, out, chunk_size=chunk_size, workers=workers, progress=on_progress
+        )
+
+
+def _print_verify(folder: Path) -> None:
+    from challenge.pipeline.files import verify_release
+
+    report = verify_release(folder)
+    if not report.ok:
+        raise ReleaseError(f"{folder}: verification failed: " + "; ".join(report.problems))
+    console.print(f"[green]verified[/] {folder}: {len(report.checked)} arrays and tables match")
+
+
+def _parse_blends(text: str) -> dict[str, int]:
+    try:
+        train, val, test = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ReleaseError(
+            f"--blends {text!r}: expected three integers TRAIN,VAL,TEST, e.g. 2000,500,1000"
+        ) from None
+    return {"train": train, "val": val, "test": test}
+
+
+@app.command()
+@user_errors
+def generate(
+    out: Path = typer.Option(..., help="new (or empty) folder to write the release into"),
+    release: str = typer.Option(
+        "v1",
+        help="release preset: v1, mini, cosmos-example, or a shift track of v1 "
+        "(v1-psf, v1-psf-broad, v1-noise, v1-noise-low, v1-faint, v1-clumpy, v1-close)",
+    ),
+    source: str = typer.Option(
+        None, help=f"build a custom release from a galaxy source: {', '.join(SOURCES[1:])}"
+    ),
+    input: Path = typer.Option(
+        None,
+        "--input",
+        help="input folder of the source (COSMOS download, candels-npy "
+        "archive, FITS stamps); default for cosmos: $BLENDBENCH_COSMOS_DIR or the example",
+    ),
+    name: str = typer.Option(None, help="name of a custom release (default: the source's)"),
+    blends: str = typer.Option("2000,500,1000", help="custom release: TRAIN,VAL,TEST blends"),
+    max_galaxies: int = typer.Option(0, help="custom release: use at most N input galaxies"),
+    seed: int = typer.Option(None, help="custom release: seed (default: the kit's)"),
+    pixel_scale: float = typer.Option(
+        None, help="fits-stamps: pixel scale of the stamps (arcsec/px); resampled to 0.06"
+    ),
+    zero_point: float = typer.Option(
+        None, help="fits-stamps: AB zero point of the stamps' counts; rescaled to 25.96"
+    ),
+    psf: str = typer.Option(
+        None, help="fits-stamps: PSF of the stamps, a FITS image file or a Gaussian FWHM (arcsec)"
+    ),
+    sky_sigma: float = typer.Option(
+        None,
+        help="custom release: sky noise of the blends (counts/px at ZP 25.96, default 0.012); "
+        "raised to the noisiest stamp's",
+    ),
+    max_delta_mag: float = typer.Option(
+        None, help="custom release: largest |Δm| of a pair (default 2.0)"
+    ),
+    test_fraction: float = typer.Option(
+        None, help="custom release: fraction of the galaxies kept for test (default 0.2)"
+    ),
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="processes rendering galaxies"),
+    chunk_size: int = typer.Option(256, help="blends written per step (memory vs. speed)"),
+) -> None:
+    """Generate a release folder (same release name -> same benchmark on any machine).
+
+    Presets are frozen (`--release v1`); `--source candels-npy --input DIR` (or cosmos,
+    fits-stamps) builds a custom release from your own galaxies with the same pipeline.
+    """
+    t0 = time.perf_counter()
+    spec: str | ReleaseSpec = release
+    custom = {
+        "--pixel-scale": pixel_scale,
+        "--zero-point": zero_point,
+        "--psf": psf,
+        "--sky-sigma": sky_sigma,
+        "--max-delta-mag": max_delta_mag,
+        "--test-fraction": test_fraction,
+    }
+    if source is None:
+        given = [k for k, v in custom.items() if v is not None]
+        if given:
+            raise ReleaseError(
+                f"{given[0]} applies to a custom release; add --source SOURCE --input DIR, or "
+                f"drop it to generate the frozen {release!r}"
+            )
+    else:
+        if input is None and source == "cosmos":
+            input = (
+                Path(os.environ["BLENDBENCH_COSMOS_DIR"])
+                if os.environ.get("BLENDBENCH_COSMOS_DIR")
+                else None
+            )
+        if source not in SOURCES[1:]:
+            raise ReleaseError(f"--source {source!r}: choose one of {', '.join(SOURCES[1:])}")
+        if input is None and source != "cosmos":
+            raise ReleaseError(f"--source {source} needs an input folder: add --input DIR")
+        if test_fraction is not None and not 0 < test_fraction < 1:
+            raise ReleaseError(f"--test-fraction {test_fraction}: expected a number in (0, 1)")
+        if max_delta_mag is not None and not max_delta_mag > 0:
+            raise ReleaseError(f"--max-delta-mag {max_delta_mag}: expected a number > 0")
+        extra = {
+            key: value
+            for key, value in (
+                ("seed", seed),
+                ("max_delta_mag", max_delta_mag),
+                ("test_fraction", test_fraction),
+            )
+            if value is not None
+        }
+        from challenge.pipeline.sources.instrument import custom_spec
+
+        spec = custom_spec(
+            source,
+            input,
+            pixel_scale=pixel_scale,
+            zero_point=zero_point,
+            psf=psf,
+            sky_sigma=sky_sigma,
+            name=name or source,
+            n_blends=_parse_blends(blends),
+            max_galaxies=max_galaxies,
+            **extra,
+        )
+    from challenge.pipeline.files import release_notes
+
+    folder = run_generate(spec, out, workers, chunk_size)
+    console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
+    for line in release_notes(ReleaseInfo.read(folder / "release.toml")):
+        console.print(f"note: {line}", highlight=False)
+    _print_verify(folder)
+
+
+@app.command()
+@user_errors
+def verify(folder: Path = typer.Argument(..., help="a generated release folder")) -> None:
+    """Recompute every array's fingerprint and compare tables with the frozen release."""
+    _print_verify(folder)
+
+
+@app.command()
+@user_errors
+def export(
+    folder: Path = typer.Argument(..., help="a generated release folder"),
+    split: str = typer.Option("test", help="train, val or test"),
+    format: str = typer.Option("h5", "--format", help="h5, fits or npy"),
+    out: Path = typer.Option(None, help="output folder (default: FOLDER/export)"),
+) -> None:
+    """Export a split's blend images as HDF5, a FITS cube or .npy."""
+    from challenge.pipeline.files import export_blends
+
+    for path in export_blends(folder, split, format, out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def info(folder: Path = typer.Argument(..., help="a generated release folder")) -> None:
+    """Summarise a release: spec, counts, galaxies per morphology, files."""
+    from challenge.pipeline.files import release_notes, release_summary
+
+    summary = release_summary(folder)
+    spec = summary["info"].spec
+    console.print(
+        f"[bold]{spec.name}[/] v{spec.version}  source={spec.source}  seed={spec.seed}  "
+        f'{spec.stamp_size}x{spec.stamp_size} px at {spec.pixel_scale}"/px  '
+        f"ZP={spec.zero_point}  sky σ={spec.sky_sigma} ct/px"
+    )
+    console.print(
+        f"counts: {summary['info'].counts}  redrawn galaxies: {summary['info'].n_redrawn}"
+    )
+    if spec.is_track:
+        from challenge.contract.release import TRACK_SHIFTS, read_table
+
+        what = TRACK_SHIFTS[spec.name][0] if spec.name in TRACK_SHIFTS else "custom shift"
+        galaxies = read_table(folder, "galaxies.ecsv")
+        redrawn = [str(g) for g in galaxies["galaxy_id"][galaxies["redrawn"]]]
+        console.print(
+            f"shift track of {spec.base}: {what}; its first {spec.n_blends['test']:,} test "
+            f"blends and their galaxies; redrawn (undetected under the shift): "
+            f"{', '.join(redrawn) or 'none'}",
+            highlight=False,
+        )
+    if spec.source in CUSTOM_SOURCES:
+        psf = {"model": f"model {spec.psf_model}", "gaussian": "Gaussian", "file": spec.psf_file}
+        console.print(
+            f"galaxies: {spec.mag_min:g}–{spec.mag_max:g} mag  PSF: {psf[spec.psf_kind]}, "
+            f'FWHM {spec.psf_fwhm:g}"',
+            highlight=False,
+        )
+    for line in release_notes(summary["info"]):
+        console.print(f"note: {line}", highlight=False)
+    table = RichTable(
+        "morphology", "n", "test", "median mag", "median R_e (px)", "median sep/model flux"
+    )
+    for row in summary["per_morphology"].itertuples():
+        table.add_row(
+            row.morphology,
+            str(row.n),
+            str(row.test),
+            f"{row.mag_median:.2f}",
+            f"{row.r_e_median_px:.2f}",
+            f"{row.sep_over_model:.3f}",
+        )
+    console.print(table)
+    console.print(
+        f"on disk: {summary['size_bytes'] / 2**20:.1f} MiB in {len(summary['files'])} files"
+    )
+
+
+@app.command()
+@user_errors
+def show(
+    folder: Path = typer.Argument(..., help="a generated release folder"),
+    out: Path = typer.Option(None, help="folder for the PNGs (default: FOLDER/figures)"),
+    split: str = typer.Option("test", help="split whose blends to show"),
+) -> None:
+    """Write PNG montages: blends by Δmag and distance, isolated galaxies per morphology."""
+    from challenge.pipeline import montage
+
+    out = out or folder / "figures"
+    console.print(f"wrote {montage.blend_montage(folder, out / f'blends_{split}.png', split)}")
+    console.print(f"wrote {montage.galaxy_montage(folder, out / 'galaxies.png')}")

@@ -1,0 +1,65 @@
+"""``blendbench run MODULE:CALLABLE``: run any method through the protocol into a submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from challenge.cli.base import app, console, user_errors
+from challenge.cli.baselines import with_progress
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    method: str = typer.Argument(..., help="MODULE:CALLABLE of the method (see README)"),
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(..., help="submission folder to write"),
+    name: str = typer.Option(None, help="submission name (default: the folder's name)"),
+    workers: int = typer.Option(1, help="processes (the method must be picklable for > 1)"),
+    batch_size: int = typer.Option(250, help="blends per call of the method"),
+    authors: str = typer.Option("", help="for submission.toml"),
+    link: str = typer.Option("", help="code or paper link, for submission.toml"),
+) -> None:
+    """Feed the test blends to a method in batches, validate, time and write a submission."""
+    from challenge.contract.release import resolve_release
+    from challenge.contract.submission_folder import SubmissionMetadata, write_submission
+    from challenge.loaders.protocol import load_method, release_context, run_method
+
+    func = load_method(method)
+    context = release_context(data)
+    n = resolve_release(data)[1].spec.n_blends["test"]
+    result = with_progress(
+        method, n, lambda advance: run_method(func, data, batch_size, workers, advance, context)
+    )
+    doc = (getattr(func, "__doc__", None) or "").strip().splitlines()
+    meta = SubmissionMetadata(
+        name=name or out.name,
+        release=context.release,
+        method=f"{method}: {doc[0]}" if doc else method,
+        authors=authors,
+        link=link,
+        inference_time_s=round(result.seconds, 2),
+        extra={
+            "callable": method,
+            "workers": workers,
+            "batch_size": batch_size,
+            "blends_per_s": round(len(result.blend_id) / max(result.seconds, 1e-9), 2),
+        },
+    )
+    o = result.outputs
+    write_submission(
+        out,
+        meta,
+        result.blend_id,
+        o["flux"],
+        masks=o.get("masks"),
+        flux_err=o.get("flux_err"),
+        detection=o.get("detection"),
+    )
+    console.print(
+        f"{method}: {len(result.blend_id)} blends in {result.seconds:.1f} s "
+        f"({len(result.blend_id) / max(result.seconds, 1e-9):.1f} blends/s, "
+        f"{workers} workers); wrote {out}"
+    )

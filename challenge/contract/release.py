@@ -1,0 +1,345 @@
+"""The release contract: one typed description of a benchmark release, read by every stage.
+
+A :class:`ReleaseSpec` fixes everything that determines a release (galaxy mix, blend counts, image
+geometry, photometric zero point, sky noise, seed). ``release.toml`` in a release folder holds the
+spec plus what generation measured (fingerprints of every array, number of galaxies redrawn).
+Generator, loaders and scorer all read it from here, so there is one place for the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from challenge.contract._compat import tomllib
+from challenge.contract.errors import ReleaseError
+
+DEFAULT_SEED = 20190712
+MORPHOLOGIES = ("bulge", "disc", "bulge+disc", "irregular")
+SPLITS = ("train", "val", "test")
+SOURCES = ("synthetic", "cosmos", "candels-npy", "fits-stamps")
+# Sources of your own galaxies, with a declared instrument (challenge.pipeline.sources.instrument).
+CUSTOM_SOURCES = ("candels-npy", "fits-stamps")
+# How a release records its PSF: the synthetic model, a Gaussian of psf_fwhm, an image file.
+PSF_KINDS = ("model", "gaussian", "file")
+# Optical PSF models of synthetic releases (challenge.pipeline.sources.synthetic.release_psf).
+PSF_MODELS = ("wfc3-f160w", "acs-f814w")
+RELEASE_FILES = (
+    "release.toml",
+    "galaxies.ecsv",
+    "pairs_train.ecsv",
+    "pairs_val.ecsv",
+    "pairs_test.ecsv",
+    "galaxies.h5",
+    "train.h5",
+    "val.h5",
+    "test_blends.h5",
+    "test_truth.h5",
+)
+# Tables that are committed for frozen presets and compared by `blendbench verify`.
+COMMITTED_TABLES = (
+    "galaxies.ecsv",
+    "pairs_train.ecsv",
+    "pairs_val.ecsv",
+    "pairs_test.ecsv",
+)
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """Everything that determines a release; the same spec gives the same release.
+
+    Units: pixel_scale in arcsec/px, zero_point in AB mag for 1 count, sky_sigma in counts/px,
+    magnitudes in AB, psf_fwhm in arcsec.
+    """
+
+    name: str
+    version: str = "1.0"
+    source: str = "synthetic"
+    seed: int = DEFAULT_SEED
+    morphology_counts: dict[str, int] = field(
+        default_factory=lambda: {"bulge": 352, "disc": 433, "bulge+disc": 702, "irregular": 432}
+    )
+    n_blends: dict[str, int] = field(
+        default_factory=lambda: {"train": 20_000, "val": 5_000, "test": 5_000}
+    )
+    test_fraction: float = 0.2
+    stamp_size: int = 128
+    pixel_scale: float = 0.06
+    zero_point: float = 25.96
+    sky_sigma: float = 0.012
+    mag_min: float = 18.0
+    mag_max: float = 23.5
+    max_delta_mag: float = 2.0
+    psf_fwhm: float = 0.18
+    # Real-galaxy sources: where the input lives ("" = the example shipped with the kit) and an
+    # optional cap on the number of input galaxies (0 = all).
+    source_path: str = ""
+    max_galaxies: int = 0
+    # Custom sources (challenge.pipeline.sources.instrument): pixel scale (″/px) and AB zero
+    # point of the input stamps (0 = the release's: stamps are resampled / rescaled onto the
+    # release grid), and the declared PSF: psf_kind "model", "gaussian" (FWHM psf_fwhm) or
+    # "file" (psf_file).
+    input_pixel_scale: float = 0.0
+    input_zero_point: float = 0.0
+    psf_kind: str = "model"
+    psf_file: str = ""
+    # Shift tracks (test-only releases, see challenge.pipeline.tracks): the release whose test
+    # galaxies and pairs this one shares ("" = a release of its own), and what the track changes.
+    base: str = ""
+    psf_model: str = "wfc3-f160w"
+    psf_dilation: float = 1.0
+    clumps: bool = False
+    max_distance_r_e: float = 0.0
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ReleaseError(
+                f"release {self.name!r}: unknown source {self.source!r}; choose one of "
+                f"{', '.join(SOURCES)}"
+            )
+        if self.source != "synthetic" and self.source != "cosmos" and not self.source_path:
+            raise ReleaseError(
+                f"release {self.name!r}: source {self.source!r} needs an input folder (--input)"
+            )
+        unknown = set(self.morphology_counts) - set(MORPHOLOGIES)
+        if unknown:
+            raise ReleaseError(f"release {self.name!r}: unknown morphologies {sorted(unknown)}")
+        if set(self.n_blends) != set(SPLITS):
+            raise ReleaseError(f"release {self.name!r}: n_blends needs keys {SPLITS}")
+        if not 0 < self.test_fraction < 1:
+            raise ReleaseError(f"release {self.name!r}: test_fraction must be in (0, 1)")
+        if self.psf_model not in PSF_MODELS:
+            raise ReleaseError(
+                f"release {self.name!r}: unknown psf_model {self.psf_model!r}; choose one of "
+                f"{', '.join(PSF_MODELS)}"
+            )
+        if self.base and (self.n_blends["train"] or self.n_blends["val"]):
+            raise ReleaseError(f"release {self.name!r}: a shift track holds test blends only")
+        if self.psf_kind not in PSF_KINDS or (self.psf_kind == "file") != bool(self.psf_file):
+            raise ReleaseError(
+                f"release {self.name!r}: psf_kind {self.psf_kind!r} with psf_file "
+                f"{self.psf_file!r}; use one of {', '.join(PSF_KINDS)}, a file only with 'file'"
+            )
+        if self.input_pixel_scale < 0 or self.sky_sigma <= 0 or self.max_delta_mag <= 0:
+            raise ReleaseError(
+                f"release {self.name!r}: input_pixel_scale must be >= 0, sky_sigma and "
+                "max_delta_mag > 0"
+            )
+
+    @property
+    def is_track(self) -> bool:
+        """A test-only release sharing the test galaxies and pairs of ``base``."""
+        return bool(self.base)
+
+    @property
+    def n_galaxies(self) -> int | None:
+        """Parent galaxies to make (synthetic), or None when the input decides (real)."""
+        return sum(self.morphology_counts.values()) if self.source == "synthetic" else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReleaseSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+PRESETS: dict[str, ReleaseSpec] = {
+    "v1": ReleaseSpec(name="v1"),
+    "mini": ReleaseSpec(
+        name="mini",
+        seed=DEFAULT_SEED + 1,
+        morphology_counts={"bulge": 37, "disc": 45, "bulge+disc": 73, "irregular": 45},
+        n_blends={"train": 600, "val": 200, "test": 200},
+    ),
+    # Real HST/ACS COSMOS galaxies (the 100-galaxy example shipped with the kit): a small
+    # real-galaxy test track for methods trained on the synthetic releases.
+    "cosmos-example": ReleaseSpec(
+        name="cosmos-example",
+        source="cosmos",
+        seed=DEFAULT_SEED + 2,
+        morphology_counts={},
+        n_blends={"train": 400, "val": 100, "test": 500},
+    ),
+}
+
+# Distribution-shift tracks: v1's test galaxies and pairs under one changed condition each
+# (challenge.pipeline.tracks builds them). One line per track says what changes.
+TRACK_BLENDS = 2_000
+TRACK_SHIFTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "v1-psf": (
+        "sharper PSF: ACS/WFC F814W-like (Airy at 814 nm ⊗ 0.05″ jitter), FWHM 0.11″ vs 0.18″",
+        {"psf_model": "acs-f814w", "psf_fwhm": 0.11},
+    ),
+    "v1-psf-broad": (
+        "broader PSF: v1's dilated by 1.5, FWHM 0.26″ vs 0.18″",
+        {"psf_dilation": 1.5, "psf_fwhm": 0.26},
+    ),
+    "v1-noise": ("noisier sky: σ × 2 (0.024 counts/px), a shallower survey", {"sky_sigma": 0.024}),
+    "v1-noise-low": (
+        "quieter sky: σ × 0.5 (0.006 counts/px), a deeper survey",
+        {"sky_sigma": 0.006},
+    ),
+    "v1-faint": (
+        "faint galaxies: 23.5–25.5 mag instead of 18–23.5 (sizes follow the size–magnitude "
+        "relation)",
+        {"mag_min": 23.5, "mag_max": 25.5},
+    ),
+    "v1-clumpy": (
+        "clumpy galaxies: 30–60% of every galaxy's flux in 20–60 star-forming knots",
+        {"clumps": True},
+    ),
+    "v1-close": (
+        "close pairs: centre distance 1–1.5 R_e of the larger galaxy (v1: up to 4 R_e of the "
+        "smaller)",
+        {"max_distance_r_e": 1.5},
+    ),
+}
+for _name, (_, _changes) in TRACK_SHIFTS.items():
+    PRESETS[_name] = dataclasses.replace(
+        PRESETS["v1"],
+        name=_name,
+        base="v1",
+        n_blends={"train": 0, "val": 0, "test": TRACK_BLENDS},
+        **_changes,
+    )
+
+
+def preset(name: str) -> ReleaseSpec:
+    """The frozen spec of a named release (``v1``, ``mini``, a shift track...)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ReleaseError(
+            f"unknown release {name!r}: choose one of {', '.join(sorted(PRESETS))}"
+        ) from None
+
+
+def committed_dir(name: str) -> Path | None:
+    """Folder of the tables committed in the package for a frozen release, if any."""
+    path = Path(str(resources.files("challenge") / "releases" / name))
+    return path if (path / "release.toml").is_file() else None
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """The content of ``release.toml``: the spec plus what generation measured.
+
+    ``unpaired`` ([unpaired] table: galaxy split -> ids, source ids for real galaxies) lists the
+    galaxies left out because no galaxy of their split lies within |Δm| < max_delta_mag;
+    ``adjustments`` ([adjustments] table, keys in
+    ``challenge.pipeline.catalogue.ParentCatalogue``) what generation changed in a custom source's
+    input. Both are written only when not empty.
+    """
+
+    spec: ReleaseSpec
+    counts: dict[str, int]
+    fingerprints: dict[str, dict[str, Any]]
+    n_redrawn: int = 0
+    generator: str = ""
+    unpaired: dict[str, list[str]] = field(default_factory=dict)
+    adjustments: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> str:
+        doc = {
+            "release": {**self.spec.to_dict(), "generator": self.generator},
+            "counts": self.counts,
+            "n_redrawn": self.n_redrawn,
+            **({"unpaired": self.unpaired} if self.unpaired else {}),
+            **({"adjustments": self.adjustments} if self.adjustments else {}),
+            "fingerprints": self.fingerprints,
+        }
+        return tomli_w.dumps(doc)
+
+    @classmethod
+    def read(cls, path: Path) -> ReleaseInfo:
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+            rel = dict(doc["release"])
+            generator = rel.pop("generator", "")
+            return cls(
+                spec=ReleaseSpec.from_dict(rel),
+                counts=dict(doc.get("counts", {})),
+                fingerprints=dict(doc.get("fingerprints", {})),
+                n_redrawn=int(doc.get("n_redrawn", 0)),
+                generator=generator,
+                unpaired={k: list(v) for k, v in doc.get("unpaired", {}).items()},
+                adjustments=dict(doc.get("adjustments", {})),
+            )
+        except FileNotFoundError:
+            raise ReleaseError(
+                f"{path}: no release.toml here; generate a release with "
+                "`blendbench generate --release v1 --out DIR`"
+            ) from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise ReleaseError(
+                f"{path}: not a valid release.toml ({err}); regenerate the release"
+            ) from None
+
+
+def resolve_release(data: str | Path) -> tuple[Path, ReleaseInfo]:
+    """A release folder from a path, or the committed tables of a frozen release by name.
+
+    ``data`` is either a folder written by ``blendbench generate`` or the name of a release whose
+    tables ship with the package (``v1``, ``mini``): the latter is enough to score fluxes.
+    """
+    path = Path(data)
+    if (path / "release.toml").is_file():
+        return path, ReleaseInfo.read(path / "release.toml")
+    committed = committed_dir(str(data)) if str(data) in PRESETS else None
+    if committed is not None:
+        return committed, ReleaseInfo.read(committed / "release.toml")
+    raise ReleaseError(
+        f"{data}: not a release folder (no release.toml) nor a release shipped with the kit "
+        f"({', '.join(sorted(PRESETS))}); generate one with `blendbench generate --out DIR`"
+    )
+
+
+def blends_file(folder: Path | str, split: str) -> Path:
+    """The HDF5 file holding the blend images of ``split`` (test inputs live apart from truth)."""
+    if split not in SPLITS:
+        raise ReleaseError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    folder = Path(folder)
+    path = folder / ("test_blends.h5" if split == "test" else f"{split}.h5")
+    if not path.is_file():
+        raise ReleaseError(
+            f"{path}: missing; this folder holds no generated {split} blends "
+            "(run `blendbench generate --release NAME --out DIR` first)"
+        )
+    return path
+
+
+def labels_file(folder: Path | str, split: str) -> Path:
+    """The HDF5 file holding the truth (``flux``, ``masks``) of ``split``: ``test_truth.h5`` for
+    test, the blends' own file for train and val."""
+    if split == "test":
+        path = Path(folder) / "test_truth.h5"
+        if not path.is_file():
+            raise ReleaseError(
+                f"{path}: missing; this folder holds no generated test truth "
+                "(run `blendbench generate --release NAME --out DIR` first)"
+            )
+        return path
+    return blends_file(folder, split)
+
+
+def read_table(folder: Path | str, name: str):
+    """Read one of the release's ECSV tables (an astropy ``Table``), with a clear error when it
+    is missing or damaged."""
+    from astropy.table import Table
+
+    path = Path(folder) / name
+    try:
+        return Table.read(path, format="ascii.ecsv")
+    except FileNotFoundError:
+        raise ReleaseError(f"{path}: missing; regenerate the release") from None
+    except Exception as err:  # astropy raises many types for a damaged table
+        raise ReleaseError(f"{path}: unreadable table ({err}); regenerate the release") from None

@@ -1,0 +1,539 @@
+"""Reading and validating submissions: the submitter's side of the contract (DESIGN "File formats").
+
+A submission is either an HDF5 ``predictions.h5`` (``blend_id`` (N,), ``flux`` (N, 2), optional
+``masks`` (N, 2, H, W) in [0, 1], optional ``flux_err`` (N, 2), optional ``detection`` (N,), attrs
+``release`` and ``name``) or a flux-only table in any format astropy reads (CSV, ECSV, FITS) with
+columns ``blend_id, flux_central, flux_companion[, flux_err_central, flux_err_companion]``, plus an
+optional ``submission.toml`` (metadata) next to it.
+
+:func:`read_submission` checks everything a file can be checked for on its own;
+:func:`match_to_release` checks it against the release being scored (release name, the set of
+blend ids, the stamp size) and returns the order that aligns it with the truth. Both raise
+:class:`~challenge.contract.errors.SubmissionError` with a message naming the file, the field, the
+first offending blend ids and the fix; no malformed input gets through, and none raises anything
+else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from challenge.contract._compat import tomllib
+from challenge.contract.errors import SubmissionError
+
+PREDICTION_NAMES = ("predictions.h5", "predictions.hdf5", "predictions.ecsv", "predictions.csv",
+                    "predictions.fits", "predictions.fits.gz")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+METADATA_FILE = "submission.toml"
+DETECTION_CASES = {-1: "nothing detected", 0: "central only", 1: "companion only", 2: "both",
+                   3: "more than two"}
+MAX_LISTED = 5  # offending blend ids quoted in a message
+
+FORMAT_HELP = """\
+A submission is one prediction file (plus an optional submission.toml next to it).
+
+HDF5 predictions.h5 (datasets; write them with gzip compression):
+  blend_id    (N,)             int64    every test blend_id of the release, once, any order
+  flux        (N, 2)           float    [central, companion] flux in counts; <= 0 = not detected
+  masks       (N, 2, H, W)     optional float in [0, 1] (thresholded at 0.5) or uint8 0/1,
+                                        H = W = the release's stamp size (128); gives IoU
+  flux_err    (N, 2)           optional float > 0, 1-sigma flux errors in counts; gives
+                                        calibration scores (68%/95% coverage, mean z, CRPS)
+  detection   (N,)             optional int: -1 nothing found, 0 central only,
+                                        1 companion only, 2 both, 3 more than two
+                                        sources found (adds a
+                                        "detections only" leaderboard row)
+  attrs: release = "v1" (the release scored), name = "my-method"
+
+Flux-only table (CSV, ECSV, FITS: anything astropy.table.Table.read reads):
+  blend_id, flux_central, flux_companion[, flux_err_central, flux_err_companion]
+  release in the table metadata (ECSV meta / FITS header RELEASE) or in submission.toml
+
+submission.toml (in submissions/NAME/ for the leaderboard):
+  name = "my-method"            release = "v1"
+  authors = ["..."]             method = "one-line summary"
+  link = "https://..."          hardware = "1x A100"
+  training_time = "3 h"         params = 1600000
+
+Example (Python):
+  import h5py
+  with h5py.File("predictions.h5", "w") as f:
+      f["blend_id"] = blend_id                      # from test_blends.h5
+      f.create_dataset("flux", data=flux)           # (N, 2) counts
+      f.create_dataset("masks", data=masks.astype("uint8"), compression="gzip",
+                       chunks=(64, 2, 128, 128))
+      f.attrs["release"] = "v1"; f.attrs["name"] = "my-method"
+"""
+
+
+@dataclass
+class Submission:
+    """A read, self-consistent submission (not yet matched to a release).
+
+    Attributes:
+        name: method name (attrs / submission.toml / folder name).
+        release: the release it claims to be for, or ``None`` if it declares none.
+        blend_id: (n_blends,) int64, unique.
+        flux: (n_blends, 2) float64 [central, companion] counts, finite.
+        masks: optional (n_blends, 2, H, W) bool, already thresholded at >= 0.5.
+        flux_err: optional (n_blends, 2) float64 1-sigma errors in counts, finite and > 0.
+        detection: optional (n_blends,) int8 detection case (see :data:`DETECTION_CASES`).
+        path: the prediction file.
+        metadata: the content of submission.toml (empty if none).
+    """
+
+    name: str
+    release: str | None
+    blend_id: np.ndarray
+    flux: np.ndarray
+    masks: np.ndarray | None = None
+    flux_err: np.ndarray | None = None
+    detection: np.ndarray | None = None
+    path: Path = Path("predictions")
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.blend_id)
+        if self.blend_id.shape != (n,) or self.flux.shape != (n, 2):
+            raise ValueError(f"inconsistent shapes {self.blend_id.shape}, {self.flux.shape}")
+        for name, want in (("flux_err", (n, 2)), ("detection", (n,))):
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != want:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {want}")
+        if self.masks is not None and self.masks.shape[:2] != (n, 2):
+            raise ValueError(f"masks has shape {self.masks.shape}, expected ({n}, 2, H, W)")
+
+    @property
+    def n(self) -> int:
+        return len(self.blend_id)
+
+    def subset(self, index: np.ndarray) -> Submission:
+        """The submission restricted / reordered to ``index`` (positions)."""
+        take = (lambda a: None if a is None else a[index])  # noqa: E731
+        return Submission(self.name, self.release, self.blend_id[index], self.flux[index],
+                          take(self.masks), take(self.flux_err), take(self.detection),
+                          self.path, self.metadata)
+
+
+def _ids(ids, limit: int = MAX_LISTED) -> str:
+    ids = [int(i) for i in np.asarray(ids).ravel()]
+    text = ", ".join(str(i) for i in ids[:limit])
+    return text + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _err(path: Path, field: str | None, what: str, fix: str) -> SubmissionError:
+    where = f"{path.name}: " + (f"field '{field}': " if field else "")
+    return SubmissionError(f"{where}{what}; {fix}", field=field)
+
+
+# ---------------------------------------------------------------------------------------------
+# submission.toml
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The content of a ``submission.toml`` (an empty dict if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise _err(path, None, f"not valid TOML ({err})",
+                   "fix the syntax (see `blendbench format`)") from None
+    if "release" in doc and not isinstance(doc["release"], str):
+        raise _err(path, "release", f"expected a string, got {doc['release']!r}",
+                   'write e.g. release = "v1"')
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# field checks shared by both formats
+
+
+def _check_ids(path: Path, ids: np.ndarray) -> np.ndarray:
+    if ids.dtype.kind not in "iu":
+        raise _err(path, "blend_id", f"dtype {ids.dtype}, expected an integer type",
+                   "write the blend_id values of test_blends.h5 as int64")
+    if ids.ndim != 1 or ids.size == 0:
+        raise _err(path, "blend_id", f"shape {ids.shape}, expected (N,) with N >= 1",
+                   "write one blend_id per test blend")
+    if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
+        raise _err(path, "blend_id", "values beyond int64", "write the release's blend_id values")
+    ids = ids.astype(np.int64)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if uniq.size != ids.size:
+        raise _err(path, "blend_id", f"duplicate blend_id {_ids(uniq[counts > 1])}",
+                   "write each blend once")
+    return ids
+
+
+def _check_pairs(path: Path, name: str, arr: np.ndarray, ids: np.ndarray, *,
+                 positive: bool = False) -> np.ndarray:
+    n = ids.size
+    if arr.dtype.kind not in "iuf":
+        raise _err(path, name, f"dtype {arr.dtype}, expected float",
+                   f"write {name} as float64 counts")
+    if arr.shape != (n, 2):
+        raise _err(path, name, f"shape {arr.shape}, expected ({n}, 2) to match blend_id",
+                   "write one [central, companion] row per blend_id")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        fix = ("write a finite 1-sigma error" if positive else
+               "write 0 (or any flux <= 0) for a galaxy you did not detect")
+        raise _err(path, name, f"NaN or inf for blend_id {_ids(ids[bad])}", fix)
+    if positive:
+        bad = (arr <= 0).any(axis=1)
+        if bad.any():
+            raise _err(path, name, f"values <= 0 for blend_id {_ids(ids[bad])}",
+                       "write strictly positive 1-sigma errors (or leave flux_err out)")
+    return arr
+
+
+def _check_detection(path: Path, arr: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind not in "iu":
+        raise _err(path, "detection", f"dtype {arr.dtype}, expected an integer type",
+                   "write -1 nothing, 0 central only, 1 companion only, 2 both, 3 more")
+    if arr.shape != ids.shape:
+        raise _err(path, "detection", f"shape {arr.shape}, expected {ids.shape}",
+                   "write one detection case per blend_id")
+    bad = ~np.isin(arr, list(DETECTION_CASES))
+    if bad.any():
+        raise _err(path, "detection", f"values outside -1..3 for blend_id {_ids(ids[bad])}",
+                   "write -1 nothing, 0 central only, 1 companion only, 2 both, 3 more")
+    return arr.astype(np.int8)
+
+
+def _release_text(value, path: Path, field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | np.bytes_):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            raise _err(path, field, "not UTF-8 text", 'write e.g. "v1"') from None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return _release_text(value.ravel()[0], path, field)
+    if not isinstance(value, str | np.str_):
+        raise _err(path, field, f"expected a string, got {value!r}", 'write e.g. "v1"')
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5
+
+
+def _read_masks(path: Path, ds, ids: np.ndarray) -> np.ndarray:
+    """Check and threshold masks read slab by slab from an HDF5 dataset or an array in memory."""
+    n = ids.size
+    if ds.ndim != 4 or ds.shape[:2] != (n, 2) or ds.shape[2] != ds.shape[3] or ds.shape[2] < 1:
+        raise _err(path, "masks", f"shape {ds.shape}, expected ({n}, 2, H, W) with H = W",
+                   "write one [central, companion] mask pair per blend_id, stamp-sized")
+    kind = ds.dtype.kind
+    if kind not in "biuf":
+        raise _err(path, "masks", f"dtype {ds.dtype}, expected float in [0, 1] or uint8 0/1",
+                   "write masks as float32 probabilities or thresholded uint8")
+    out = np.empty(ds.shape, dtype=bool)
+    chunks = getattr(ds, "chunks", None)
+    slab = chunks[0] if chunks else 64
+    slab = max(1, min(slab * max(1, 64 // slab), n))
+    buf = np.empty((slab, *ds.shape[1:]), dtype=ds.dtype)
+    for start in range(0, n, slab):
+        stop = min(start + slab, n)
+        if isinstance(ds, np.ndarray):
+            part = ds[start:stop]
+        else:
+            part = buf[: stop - start]
+            ds.read_direct(part, np.s_[start:stop], np.s_[0: stop - start])
+        if kind == "b":
+            out[start:stop] = part
+            continue
+        if kind == "f":
+            bad = ~np.isfinite(part).reshape(part.shape[0], -1).all(axis=1)
+            if bad.any():
+                raise _err(path, "masks", f"NaN or inf for blend_id {_ids(ids[start:stop][bad])}",
+                           "write mask values in [0, 1]")
+        flat = part.reshape(part.shape[0], -1)
+        bad = (flat.min(axis=1) < 0) | (flat.max(axis=1) > 1)
+        if bad.any():
+            raise _err(path, "masks", f"values outside [0, 1] for blend_id "
+                       f"{_ids(ids[start:stop][bad])}",
+                       "write probabilities in [0, 1] or thresholded 0/1 masks")
+        if kind == "f":
+            np.greater_equal(part, 0.5, out=out[start:stop])
+        else:
+            np.not_equal(part, 0, out=out[start:stop])
+    return out
+
+
+def _dataset(path: Path, f, name: str, required: bool):
+    import h5py
+
+    if name not in f:
+        if required:
+            raise _err(path, name, "missing", f"write the dataset '{name}' "
+                       "(see `blendbench format`)")
+        return None
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise _err(path, name, "is a group, expected a dataset", f"write '{name}' as an array")
+    if ds.dtype.names is not None or ds.dtype.kind in "OSUV":
+        raise _err(path, name, f"dtype {ds.dtype}, expected a numeric array",
+                   f"write '{name}' as a plain numeric array")
+    return ds
+
+
+def _read_hdf5(path: Path) -> dict[str, Any]:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise _err(path, None, f"not a readable HDF5 file ({err})",
+                   "re-write it with h5py (is it truncated or still being copied?)") from None
+    with f:
+        ids_ds = _dataset(path, f, "blend_id", True)
+        ids = _check_ids(path, ids_ds[()] if ids_ds.ndim == 0 else ids_ds[:])
+        out: dict[str, Any] = {"blend_id": ids}
+        flux_ds = _dataset(path, f, "flux", True)
+        if flux_ds.shape != (ids.size, 2):
+            raise _err(path, "flux", f"shape {flux_ds.shape}, expected ({ids.size}, 2) to match "
+                       "blend_id", "write one [central, companion] row per blend_id")
+        out["flux"] = _check_pairs(path, "flux", flux_ds[:], ids)
+        err_ds = _dataset(path, f, "flux_err", False)
+        if err_ds is not None:
+            if err_ds.shape != (ids.size, 2):
+                raise _err(path, "flux_err", f"shape {err_ds.shape}, expected ({ids.size}, 2)",
+                           "write one [central, companion] error row per blend_id")
+            out["flux_err"] = _check_pairs(path, "flux_err", err_ds[:], ids, positive=True)
+        det_ds = _dataset(path, f, "detection", False)
+        if det_ds is not None:
+            if det_ds.shape != ids.shape:
+                raise _err(path, "detection", f"shape {det_ds.shape}, expected {ids.shape}",
+                           "write one detection case per blend_id")
+            out["detection"] = _check_detection(path, det_ds[:], ids)
+        mask_ds = _dataset(path, f, "masks", False)
+        if mask_ds is not None:
+            out["masks"] = _read_masks(path, mask_ds, ids)
+        out["release"] = _release_text(f.attrs.get("release"), path, "attrs['release']")
+        name = f.attrs.get("name")
+        out["name"] = None if name is None else _release_text(name, path, "attrs['name']")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def _column(path: Path, table, name: str, required: bool) -> np.ndarray | None:
+    if name not in table.colnames:
+        if required:
+            raise _err(path, name, f"missing column (columns: {', '.join(table.colnames)})",
+                       "name the columns blend_id, flux_central, flux_companion")
+        return None
+    col = table[name]
+    mask = getattr(col, "mask", None)
+    if mask is not None and np.any(mask):
+        rows = np.flatnonzero(np.asarray(mask))
+        ids = table["blend_id"] if name != "blend_id" and "blend_id" in table.colnames else rows
+        what = "empty values for " + ("blend_id " if name != "blend_id" else "rows ")
+        raise _err(path, name, what + _ids(np.asarray(ids)[rows] if name != "blend_id" else rows),
+                   "fill every value (write 0 for a galaxy you did not detect)")
+    data = np.asarray(col)
+    if data.ndim != 1:
+        raise _err(path, name, f"shape {data.shape}, expected one value per row",
+                   "write a scalar column")
+    return data
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    from astropy.table import Table
+
+    kwargs: dict[str, Any] = {}
+    if path.suffix.lower() == ".csv":
+        kwargs["format"] = "ascii.csv"
+    try:
+        table = Table.read(path, **kwargs)
+    except Exception as err:  # astropy raises many types for unreadable input
+        raise _err(path, None, f"not a table astropy can read ({type(err).__name__}: {err})",
+                   "write CSV, ECSV or FITS with columns blend_id, flux_central, "
+                   "flux_companion") from None
+    ids = _check_ids(path, _column(path, table, "blend_id", True))
+    cols = [_column(path, table, c, True) for c in ("flux_central", "flux_companion")]
+    out: dict[str, Any] = {"blend_id": ids}
+    for c in cols:
+        if c.dtype.kind not in "iuf":
+            raise _err(path, "flux", f"column dtype {c.dtype}, expected float",
+                       "write numeric fluxes in counts")
+    out["flux"] = _check_pairs(path, "flux", np.stack(cols, axis=1), ids)
+    errs = [_column(path, table, c, False) for c in ("flux_err_central", "flux_err_companion")]
+    if any(e is not None for e in errs):
+        if any(e is None for e in errs):
+            raise _err(path, "flux_err", "only one of flux_err_central / flux_err_companion",
+                       "write both error columns or neither")
+        if any(e.dtype.kind not in "iuf" for e in errs):
+            raise _err(path, "flux_err", "non-numeric column", "write float errors in counts")
+        out["flux_err"] = _check_pairs(path, "flux_err", np.stack(errs, axis=1), ids,
+                                       positive=True)
+    det = _column(path, table, "detection", False)
+    if det is not None:
+        out["detection"] = _check_detection(path, det, ids)
+    meta = {str(k).lower(): v for k, v in table.meta.items()}
+    out["release"] = _release_text(meta.get("release"), path, "meta['release']")
+    out["name"] = _release_text(meta.get("name"), path, "meta['name']") if "name" in meta else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def find_prediction_file(folder: Path) -> Path:
+    """The prediction file of a submission folder (``predictions.h5`` first)."""
+    folder = Path(folder)
+    for name in PREDICTION_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise SubmissionError(
+        f"{folder}: no prediction file; write one of {', '.join(PREDICTION_NAMES)} "
+        "(see `blendbench format`)", field=None)
+
+
+def read_submission(path: str | Path, *, name: str | None = None) -> Submission:
+    """Read and check one submission file (or a submission folder).
+
+    Args:
+        path: a prediction file (HDF5 or a table astropy reads) or a folder holding one
+            (``predictions.h5`` / ``.ecsv`` / ``.csv`` / ``.fits``) and a ``submission.toml``.
+        name: overrides the method name.
+
+    Returns:
+        A :class:`Submission` whose arrays passed every check that needs no release.
+
+    Raises:
+        SubmissionError: for any problem, with a message naming the file, the field, the first
+            offending blend ids and the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder, path = path, find_prediction_file(path)
+    else:
+        folder = path.parent
+        if not path.is_file():
+            raise SubmissionError(f"{path}: no such file; give the path of your predictions")
+    meta = read_metadata(folder / METADATA_FILE)
+    try:
+        if path.suffix.lower() in HDF5_SUFFIXES or _is_hdf5(path):
+            data = _read_hdf5(path)
+        else:
+            data = _read_table(path)
+    except SubmissionError:
+        raise
+    except MemoryError:
+        raise _err(path, None, "too large to load", "check the dataset shapes") from None
+    except Exception as err:  # a corrupted file can make the readers fail in many ways
+        raise _err(path, None, f"cannot be read ({type(err).__name__}: {err})",
+                   "re-write the file (is it truncated or corrupted?)") from None
+    release = data["release"]
+    meta_release = meta.get("release")
+    if release is not None and meta_release is not None and release != meta_release:
+        raise _err(path, "release", f"the file says {release!r} but {METADATA_FILE} says "
+                   f"{meta_release!r}", "make them agree")
+    release = release if release is not None else meta_release
+    sub_name = name or data.get("name") or meta.get("name") or (
+        folder.name if path.stem == "predictions" else path.stem)
+    return Submission(
+        name=str(sub_name), release=release, blend_id=data["blend_id"], flux=data["flux"],
+        masks=data.get("masks"), flux_err=data.get("flux_err"), detection=data.get("detection"),
+        path=path, metadata=meta,
+    )
+
+
+def submission_from_arrays(blend_id, flux, *, masks=None, flux_err=None, detection=None,
+                           release: str | None = None,
+                           name: str = "predictions") -> Submission:
+    """A :class:`Submission` from arrays in memory, checked as :func:`read_submission` checks a
+    file (messages name ``name`` where they would name the file).
+
+    Args:
+        blend_id: (N,) int test blend ids; flux: (N, 2) [central, companion] counts.
+        masks: optional (N, 2, H, W) in [0, 1] (thresholded at 0.5) or 0/1.
+        flux_err: optional (N, 2) 1-sigma errors in counts, > 0.
+        detection: optional (N,) int detection case (see :data:`DETECTION_CASES`).
+        release: the release the arrays are for.
+
+    Raises:
+        SubmissionError: naming the field, the first offending blend ids and the fix.
+    """
+    path = Path(name)
+    ids = _check_ids(path, np.asarray(blend_id))
+    return Submission(
+        name=name, release=release, blend_id=ids,
+        flux=_check_pairs(path, "flux", np.asarray(flux), ids),
+        masks=None if masks is None else _read_masks(path, np.asarray(masks), ids),
+        flux_err=None if flux_err is None else _check_pairs(path, "flux_err",
+                                                            np.asarray(flux_err), ids,
+                                                            positive=True),
+        detection=None if detection is None else _check_detection(path, np.asarray(detection),
+                                                                  ids),
+        path=path,
+    )
+
+
+def _is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def match_to_release(sub: Submission, blend_id: np.ndarray, release: str,
+                     stamp_size: int | None = None) -> np.ndarray:
+    """Check a submission against a release; return the order that aligns it with the truth.
+
+    Args:
+        sub: a read submission.
+        blend_id: (N,) the release's test blend ids, in truth order.
+        release: the release name being scored.
+        stamp_size: the release's stamp size (px) for the mask shape check.
+
+    Returns:
+        (N,) positions into the submission such that ``sub.blend_id[order] == blend_id``.
+
+    Raises:
+        SubmissionError: wrong or undeclared release, missing or unknown blend ids, wrong mask size.
+    """
+    path = sub.path
+    if sub.release is None:
+        raise _err(path, "release", "no release declared",
+                   f'add attrs["release"] = "{release}" (HDF5), release in the table metadata, or '
+                   f'release = "{release}" in {METADATA_FILE}')
+    if sub.release != release:
+        raise _err(path, "release", f"predictions are for release {sub.release!r} but the data "
+                   f"is release {release!r}",
+                   f"score with --data {sub.release} or predict on the {release!r} test blends")
+    truth_ids = np.asarray(blend_id, dtype=np.int64)
+    order_sub = np.argsort(sub.blend_id, kind="stable")
+    sorted_sub = sub.blend_id[order_sub]
+    pos = np.searchsorted(sorted_sub, truth_ids)
+    pos = np.clip(pos, 0, sorted_sub.size - 1)
+    found = sorted_sub[pos] == truth_ids
+    if not found.all():
+        raise _err(path, "blend_id", f"{int((~found).sum())} blend(s) of release {release!r} "
+                   f"missing: blend_id {_ids(truth_ids[~found])}",
+                   "predict every blend of test_blends.h5 (write flux 0 if nothing is detected)")
+    unknown = ~np.isin(sub.blend_id, truth_ids)
+    if unknown.any():
+        raise _err(path, "blend_id", f"{int(unknown.sum())} blend_id(s) not in the test set of "
+                   f"release {release!r}: {_ids(sub.blend_id[unknown])}",
+                   "drop them (train/val blends and other releases do not count)")
+    if stamp_size is not None and sub.masks is not None and sub.masks.shape[2:] != (
+            stamp_size, stamp_size):
+        raise _err(path, "masks", f"stamps of {sub.masks.shape[2]}x{sub.masks.shape[3]} px, "
+                   f"release {release!r} has {stamp_size}x{stamp_size}",
+                   "write masks on the stamp grid of test_blends.h5")
+    return order_sub[pos]

@@ -1,0 +1,215 @@
+"""Score figures in the style of Boucaud et al. (2019), with matplotlib's Agg backend.
+
+* ``mag_in_out.png`` (Figs. 5/6): predicted vs true magnitude for centrals and companions, with
+  the Delta mag histogram as an inset.
+* ``bias_vs_delta_mag.png`` / ``bias_vs_distance.png`` (Figs. 7/8): median Delta mag and its
+  scatter per bin of Delta mag_pair and of distance / R_e.
+* ``morphology.png`` (Fig. 9): the same per morphology.
+* ``iou_hist.png`` (Fig. 11): histogram of the IoU of the submitted masks (masks only).
+
+Leaderboard figures (all methods together): ``leaderboard_mape.png`` and ``methods_vs_*.png``;
+the robustness report's ``robustness.png`` (ratio track / base per method and track).
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from challenge.scoring import metrics as M  # noqa: E402
+from challenge.scoring.scores import Score, atomic_write_bytes, magnitudes  # noqa: E402
+
+ROLE_COLORS = {"central": "#1f77b4", "companion": "#d62728", "both": "#444444"}
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int = 110) -> bytes:
+    """The figure encoded as PNG (or ``fmt``); closes the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write_bytes(Path(path), figure_bytes(fig))
+    return Path(path)
+
+
+def mag_in_out(score: Score):
+    """Figs. 5/6: predicted vs true AB magnitude per role, Delta mag histogram inset."""
+    gal = score.galaxies
+    true_mag, pred_mag = magnitudes(gal, score.truth_table.zero_point)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharex=True, sharey=True)
+    for j, (ax, role) in enumerate(zip(axes, ("central", "companion"), strict=True)):
+        sel = gal.selected[:, j]
+        t, p = true_mag[sel, j], pred_mag[sel, j]
+        ok = np.isfinite(p)
+        lo, hi = np.nanmin(true_mag) - 0.5, np.nanmax(true_mag) + 0.5
+        ax.hexbin(t[ok], p[ok], gridsize=60, bins="log", cmap="Blues", mincnt=1,
+                  extent=(lo, hi, lo, hi))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("true magnitude (AB)")
+        ov = score.overall[role]
+        ax.set_title(f"{role}: MAPE {ov['mape']:.2f}%, bias {ov['bias']:+.3f}, "
+                     f"σ {ov['scatter']:.3f} mag", fontsize=9)
+        if (~ok).any():
+            ax.text(0.03, 0.97, f"{int((~ok).sum())} not detected", transform=ax.transAxes,
+                    va="top", fontsize=8)
+        inset = ax.inset_axes([0.58, 0.08, 0.38, 0.3])
+        dm = gal.dmag[sel, j]
+        dm = dm[np.isfinite(dm)]
+        inset.hist(np.clip(dm, -1, 1), bins=60, range=(-1, 1), color=ROLE_COLORS[role])
+        inset.axvline(0, color="k", lw=0.6)
+        inset.set_xlabel("Δmag", fontsize=7)
+        inset.tick_params(labelsize=6)
+        inset.set_yticks([])
+    axes[0].set_ylabel("predicted magnitude (AB)")
+    fig.suptitle(f"{score.submission} on {score.release} ({score.truth} truth)", fontsize=10)
+    return fig
+
+
+def _bin_positions(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
+    labels = [r["label"] for r in rows]
+    if "lo" in rows[0]:
+        x = np.array([r["lo"] + 0.25 if r.get("hi") is None else 0.5 * (r["lo"] + r["hi"])
+                      for r in rows])
+        return x, labels
+    return np.arange(len(rows), dtype=float), labels
+
+
+def binned_bias(score: Score, scheme: str, xlabel: str):
+    """Figs. 7/8: median Delta mag (points) and scatter (bars) per bin, central and companion."""
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.5, 5.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1.2]})
+    for k, role in enumerate(("central", "companion")):
+        rows = [r for r in score.bins[scheme] if r["role"] == role]
+        x, labels = _bin_positions(rows)
+        step = np.diff(x).min() if len(x) > 1 else 1.0
+        xs = x + (k - 0.5) * 0.15 * step
+        med = np.array([r["median_dmag"] for r in rows], float)
+        sig = np.array([r["scatter"] for r in rows], float)
+        ax.errorbar(xs, med, yerr=sig, fmt="o", color=ROLE_COLORS[role], capsize=3, label=role)
+        ax2.bar(xs, [r["n"] for r in rows], width=0.15 * step, color=ROLE_COLORS[role])
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("median Δmag ± σ (mag)")
+    ax.legend(fontsize=8)
+    ax2.set_ylabel("N")
+    ax2.set_xlabel(xlabel)
+    if scheme == "morphology":
+        ax2.set_xticks(x, labels)
+    ax.set_title(f"{score.submission}: Δmag per bin of {xlabel}", fontsize=10)
+    return fig
+
+
+def iou_hist(score: Score):
+    """Fig. 11: histogram of per-galaxy IoU, central and companion."""
+    gal = score.galaxies
+    values = M.iou_from_counts(*gal.counts)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j, role in enumerate(("central", "companion")):
+        v = values[gal.selected[:, j], j]
+        v = v[np.isfinite(v)]
+        ax.hist(v, bins=40, range=(0, 1), histtype="step", lw=1.5, color=ROLE_COLORS[role],
+                label=f"{role} (mean {v.mean():.3f})" if v.size else role)
+    ax.set_xlabel("IoU")
+    ax.set_ylabel("galaxies")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{score.submission}: IoU of predicted masks", fontsize=10)
+    return fig
+
+
+def write_score_figures(score: Score, out_dir: str | Path) -> list[Path]:
+    """Write the paper-style figures of one score into ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [_save(mag_in_out(score), out / "mag_in_out.png")]
+    if score.bins:
+        paths.append(_save(binned_bias(score, "delta_mag", "Δmag_pair = m_cen − m_comp"),
+                           out / "bias_vs_delta_mag.png"))
+        paths.append(_save(binned_bias(score, "distance", "distance / R_e"),
+                           out / "bias_vs_distance.png"))
+        paths.append(_save(binned_bias(score, "morphology", "morphology"),
+                           out / "morphology.png"))
+    if score.galaxies.counts is not None:
+        paths.append(_save(iou_hist(score), out / "iou_hist.png"))
+    return paths
+
+
+def leaderboard_mape(names: list[str], mape: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Horizontal bars of total MAPE with 95% intervals, best at the top."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))[::-1]
+    mape = np.asarray(mape, float)
+    err = np.vstack([mape - np.asarray(lo, float), np.asarray(hi, float) - mape])
+    ax.barh(y, mape, xerr=np.clip(np.nan_to_num(err), 0, None), color="#5b8cc0", capsize=3)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("MAPE, central + companion (%), 95% interval")
+    ax.set_xscale("log" if np.nanmax(mape) / max(np.nanmin(mape), 1e-9) > 20 else "linear")
+    return fig
+
+
+def methods_binned(scores: dict[str, Score], scheme: str, xlabel: str, role: str = "both"):
+    """Median Delta mag and scatter per bin for several methods (leaderboard Figs. 7/8)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    n = max(len(scores), 1)
+    x = labels = None
+    for k, (name, sc) in enumerate(scores.items()):
+        rows = [r for r in sc.bins[scheme] if r["role"] == role]
+        x, labels = _bin_positions(rows)
+        step = np.diff(x).min() if len(x) > 1 else 1.0
+        xs = x + (k - (n - 1) / 2) * 0.6 * step / n
+        ax.plot(xs, [r["median_dmag"] for r in rows], "o-", label=name, ms=4)
+        ax2.plot(xs, [r["scatter"] for r in rows], "o-", label=name, ms=4)
+    for a, ylabel in ((ax, "median Δmag (mag)"), (ax2, "σ(Δmag) (mag)")):
+        a.set_xlabel(xlabel)
+        a.set_ylabel(ylabel)
+        if scheme == "morphology" and x is not None:
+            a.set_xticks(x, labels)
+    ax.axhline(0, color="k", lw=0.6)
+    ax2.set_yscale("log")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def robustness_heatmap(methods: list[str], tracks: list[str], ratio: np.ndarray,
+                       base: str = "base"):
+    """Heatmap of the MAPE ratio track / base: methods as rows, tracks as columns.
+
+    Args:
+        methods, tracks: row and column labels.
+        ratio: (n_methods, n_tracks) MAPE on the track / MAPE on the base; NaN cells are grey.
+        base: the base release's name, for the colour bar.
+
+    The colour is log2(ratio) on a diverging map centred on a ratio of 1 (red: worse on the
+    track, blue: better); every cell is annotated with its ratio.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    r = np.asarray(ratio, float).reshape(len(methods), len(tracks))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logr = np.where(r > 0, np.log2(r), np.nan)
+    finite = np.isfinite(logr)
+    lim = max(float(np.abs(logr[finite]).max()) if finite.any() else 0.0, np.log2(1.1))
+    fig, ax = plt.subplots(figsize=(1.15 * len(tracks) + 3.2, 0.45 * len(methods) + 1.8))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#e6e6e6")
+    im = ax.imshow(np.ma.masked_invalid(logr), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    for i, j in np.ndindex(r.shape):
+        text = f"×{r[i, j]:.2f}" if finite[i, j] else "–"
+        dark = finite[i, j] and abs(logr[i, j]) > 0.6 * lim
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="white" if dark else "black")
+    ax.set_xticks(np.arange(len(tracks)), tracks, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(methods)), methods, fontsize=8)
+    cbar = fig.colorbar(im, ax=ax, format=FuncFormatter(lambda x, _: f"{2 ** x:.2g}"))
+    cbar.set_label(f"MAPE track / {base} (log scale)")
+    ax.set_title(f"Robustness: MAPE on each track relative to {base}", fontsize=10)
+    return fig
