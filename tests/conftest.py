@@ -62,3 +62,25 @@ def mini_release(tmp_path_factory):
     out = tmp_path_factory.mktemp("releases") / "mini"
     generate_release(preset("mini"), out, workers=2)
     return out
+
+
+@pytest.fixture
+def columns80(monkeypatch):
+    """The CLI at 80 columns (``COLUMNS=80``); returns a check that no table cell was cut.
+
+    The CLI's consoles exist before the test, so their width is set directly; typer's help
+    console reads ``COLUMNS``.
+    """
+    from challenge.cli import base
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    for console in (base.console, base.err_console):
+        monkeypatch.setattr(console, "_width", 80)
+
+    def check(output: str) -> None:
+        assert "…" not in output, output
+        table_lines = [ln for ln in output.splitlines() if "─" in ln or "│" in ln]
+        assert all(len(ln) <= 80 for ln in table_lines), output
+
+    return check

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -84,3 +86,18 @@ def test_cli_track(tmp_path):
     md = (tmp_path / "candels2019.md").read_text()
     assert "7.57" in md and "(paper 7.57)" in md and "(paper 12.4)" in md
     assert "blend2mask2flux" in res.output
+
+
+def test_cli_track_fits_80_columns(tmp_path, columns80):
+    res = CliRunner().invoke(
+        app, ["leaderboard", "--track", "candels2019", "--out", str(tmp_path), "--n-boot", "10"]
+    )
+    assert res.exit_code == 0, res.output
+    columns80(res.output)
+    assert "b2m2f = blend2mask2flux" in res.output  # abbreviations come with their legend
+    assert "[" in res.output and "(mag)" in res.output
+    # every row keeps its interval and its detected % whole
+    rows = [ln for ln in res.output.splitlines() if ln.startswith(("b2f ", "b2m2f ", "sep "))]
+    assert len(rows) >= 18
+    assert all(re.search(r"\[\d+\.\d\d, \d+\.\d\d\]", ln) for ln in rows[:18]), rows
+    assert "7.57 (7.57)" in res.output  # the paper's value next to the kit's

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,3 +160,27 @@ def test_cli_leaderboard_errors(tmp_path):
     assert res.exit_code == 2 and "submissions" in res.output
     res = runner.invoke(app, ["leaderboard", "--track", "nope"])
     assert res.exit_code == 2 and "candels2019" in res.output
+
+
+def test_cli_leaderboard_fits_80_columns(setup, tmp_path, columns80):
+    folder, subs, _ = setup
+    long = subs / "blend2mask2flux-compact-end-to-end"
+    long.mkdir()
+    (long / "submission.toml").write_text(f'name = "{long.name}"\nrelease = "hand"\n')
+    (long / "predictions.h5").write_bytes((subs / "good" / "predictions.h5").read_bytes())
+    with h5py.File(long / "predictions.h5", "a") as f:
+        f.attrs["name"] = long.name
+    res = runner.invoke(app, ["leaderboard", "--data", str(folder), "--submissions", str(subs),
+                              "--out", str(tmp_path / "lb"), "--n-boot", "20"])
+    assert res.exit_code == 0, res.output
+    columns80(res.output)
+    assert "bias" in res.output and "(mag)" in res.output and "outliers" in res.output
+    lines = res.output.splitlines()
+    # a long name folds over lines; numbers and intervals stay whole on one line
+    assert any("blend2mask" in ln and re.search(r"\[\d+\.\d\d, \d+\.\d\d\]", ln)
+               for ln in lines)
+    df = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    good = df[df["name"] == "good"].iloc[0]
+    # outliers as %, the Markdown's convention
+    assert f"{100 * good['outlier_fraction']:.1f}" in next(
+        ln for ln in lines if re.match(r"\s*\d+\s+good\b", ln))

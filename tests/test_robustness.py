@@ -242,3 +242,11 @@ def test_cli(world, tmp_path):
     res = runner.invoke(app, [*args, "--tracks", "hand-psf,nope"])
     assert res.exit_code == 2
     assert "error:" in res.output and "--tracks nope: not a release" in res.output
+
+
+def test_cli_fits_80_columns(world, tmp_path, columns80):
+    args = ["robustness", "--base", "hand", "--releases", str(world["rel"]), "--submissions",
+            str(world["subs"]), "--out", str(tmp_path / "rob"), "--n-boot", "10"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    columns80(res.output)

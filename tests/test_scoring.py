@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -420,3 +421,46 @@ def test_read_back_from_folder(release, tmp_path):
     sub = read_submission(sub_dir)
     assert sub.name == "mine" and sub.release == "hand"
     assert S.score(sub, S.load_truth(folder), n_boot=0).overall["both"]["mape"] == 0
+
+
+_VERDICT_ROW = re.compile(r"\[([+-]?[\d.]+), ([+-]?[\d.]+)\]\s+(A|B|tie|n/a)\s*$")
+
+
+def test_compare_verdict_reads_the_interval_it_is_shown_with(release, tmp_path, columns80):
+    """A bias of +0.05 mag against one of -0.05 mag: the signed A - B excludes 0, but neither is
+    closer to 0, so the verdict is a tie, shown with the |bias| interval that contains 0."""
+    folder, ids, flux, _ = release
+    rng = np.random.default_rng(5)
+    noise = rng.lognormal(0, 0.1, (2, *flux.shape))
+    a = write_h5(tmp_path / "a.h5", ids, flux * noise[0] * 10 ** (-0.4 * 0.05), name="plus")
+    b = write_h5(tmp_path / "b.h5", ids, flux * noise[1] * 10 ** (0.4 * 0.05), name="minus")
+    res = S.compare(read_submission(a), read_submission(b), S.load_truth(folder), n_boot=50)
+    row = res["overall"]["both"]["bias"]
+    assert row["ci95"][0] > 0 and row["better"] == "tie" and row["loss"] == "|bias|"
+    assert row["loss_ci95"][0] <= 0 <= row["loss_ci95"][1]
+    out = runner.invoke(app, ["compare", str(a), str(b), "--data", str(folder), "--n-boot", "50"])
+    assert out.exit_code == 0, out.output
+    columns80(out.output)
+    assert "|bias| (mag)" in out.output and "outliers %" in out.output
+    assert "outlier_fraction" not in out.output and "median_dmag" not in out.output
+    assert not re.search(r"–\s+–", out.output)  # no empty bin as a row of dashes
+    rows = [m.groups() for m in map(_VERDICT_ROW.search, out.output.splitlines()) if m]
+    assert len(rows) > 10
+    for lo, hi, verdict in rows:
+        lo, hi = float(lo), float(hi)
+        assert {"A": hi <= 0, "B": lo >= 0, "tie": lo <= 0 <= hi, "n/a": True}[verdict], rows
+
+
+def test_cli_score_fits_80_columns(release, tmp_path, columns80):
+    folder, ids, flux, _ = release
+    rng = np.random.default_rng(3)
+    pred = write_h5(tmp_path / "p.h5", ids, flux * rng.lognormal(0, 0.5, flux.shape), name="p")
+    res = runner.invoke(app, ["score", str(pred), "--data", str(folder), "--n-boot", "20"])
+    assert res.exit_code == 0, res.output
+    columns80(res.output)
+    assert "bias (mag)" in res.output and "σ (mag)" in res.output
+    sc = S.score(read_submission(pred), S.load_truth(folder), n_boot=20)
+    out_pct = f"{100 * sc.overall['both']['outlier_fraction']:.1f}"
+    assert re.search(rf"outliers %\s+{re.escape(out_pct)}\s", res.output), res.output
+    # every interval whole on one line
+    assert len(re.findall(r"\[[+-]?[\d.]+, [+-]?[\d.]+\]", res.output)) >= 3 * 8

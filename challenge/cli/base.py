@@ -8,11 +8,13 @@ commands on :data:`app`; ``challenge.cli`` imports them all. Library code raises
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import sys
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from challenge.contract.errors import BlendbenchError
 
@@ -23,8 +25,37 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+# C0 controls but tab and newline, DEL, C1 controls (ESC starts ANSI sequences, CR rewrites lines)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: object) -> str:
+    """``str(text)`` with every control character shown as an escape (``\\x1b``), never sent raw."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+class PlainConsole(Console):
+    """A rich console that prints every string as plain text.
+
+    Text from users (submission names, release attributes, column names, paths) reaches the
+    terminal as typed: no rich markup (``foo[/]``, ``[central, companion]``), no emoji codes, no
+    raw control characters (ANSI escapes are shown as ``\\x1b``). Styles are given as ``style=``
+    or with :func:`styled`, never as markup.
+    """
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(plain(text), **kwargs)
+
+
+def styled(label: str, style: str, message: object) -> Text:
+    """``label`` in ``style``, a space and ``message`` as plain text (control characters shown)."""
+    return Text.assemble((plain(label), style), " ", plain(message))
+
+
+console = PlainConsole(soft_wrap=True, markup=False, emoji=False)
+err_console = PlainConsole(stderr=True, markup=False, emoji=False)
 
 
 def user_errors(func):
@@ -35,12 +66,66 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except BlendbenchError as err:
-            err_console.print(
-                f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-            )
+            err_console.print(styled("error:", "bold red", err), highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")
             sys.exit(130)
 
+    wrapper.__doc__ = unwrap_help(func.__doc__)
     return wrapper
+
+
+def unwrap_help(doc: str | None) -> str | None:
+    """A docstring as help text: its hard-wrapped lines joined into paragraphs.
+
+    typer's rich help keeps every single line break, so a docstring wrapped at 100 columns was cut
+    mid-sentence at 80. Blank lines still separate paragraphs; lines starting a list item
+    (``-``, ``*``, ``•``) stay on their own line.
+    """
+    if not doc:
+        return doc
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not line.lstrip().startswith(("- ", "* ", "• ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from challenge import __version__
+
+        typer.echo(f"blendbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """blendbench: a frozen benchmark for the photometry of blended galaxy pairs."""
+
+
+def _no_bool_metavar() -> None:
+    """Flags (``--resume``, ``--help``) take no value: show no ``<bool>`` type in the help."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - typer moved it
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_bool_metavar()

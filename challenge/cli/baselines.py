@@ -10,7 +10,7 @@ from typing import TypeVar
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from challenge.cli.base import app, console, err_console, user_errors
+from challenge.cli.base import app, console, err_console, plain, user_errors
 
 baseline_app = typer.Typer(
     help="Run a reference method and write its submission folder.", no_args_is_help=True
@@ -24,7 +24,8 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 def blend_progress(description: str) -> Progress:
     """A rich progress bar over blends, on stderr."""
     return Progress(
-        TextColumn(f"[bold]{description}"),
+        TextColumn(plain(description).replace("{", "{{").replace("}", "}}"), style="bold",
+                   markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -35,6 +36,8 @@ def blend_progress(description: str) -> Progress:
 
 def with_progress(name: str, total: int, run: Callable[[Callable[[int], None]], T]) -> T:
     """Call ``run(advance)`` under a progress bar of ``total`` blends; returns its result."""
+    if not err_console.is_terminal:  # piped or redirected: no bar, no ANSI codes
+        return run(lambda k: None)
     with blend_progress(name) as bar:
         task = bar.add_task(name, total=total)
         return run(lambda k: bar.advance(task, k))
@@ -61,7 +64,8 @@ def sep_cmd(
     )
     n = len(result["flux"])
     console.print(
-        f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} workers); "
+        f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
+        f"worker{'s' * (workers != 1)}); "
         f"hot mode {result['hot'].mean():.1%}; detection cases "
         f"{describe_cases(result['detection'])}; wrote {out}"
     )

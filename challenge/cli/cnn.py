@@ -18,6 +18,32 @@ from challenge.contract.release import DEFAULT_SEED
 MODEL_HELP = "blend2flux or blend2mask2flux"
 
 
+def _import_cnn(module: str, needed_by: str):
+    """``import_extra(module, "cnn", ...)`` without TensorFlow's start-up log lines.
+
+    TF_CPP_MIN_LOG_LEVEL=2 silences its info and warning logs (cpu_feature_guard); the absl and
+    oneDNN lines are written by native code before that is read, so the file descriptor 2 is sent
+    to /dev/null while TensorFlow loads (Python errors still propagate as exceptions).
+    """
+    import os
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return import_extra(module, "cnn", needed_by)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                return import_extra(module, "cnn", needed_by)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _check_model(model: str) -> str:
     from baselines.cnn.configs import MODELS, ConfigError
 
@@ -48,7 +74,7 @@ def train_cmd(
     from baselines.cnn.configs import get_config
 
     cfg = get_config(_check_model(model), config)
-    train_cnn = import_extra("baselines.cnn.train", "cnn", "blendbench train").train_cnn
+    train_cnn = _import_cnn("baselines.cnn.train", "blendbench train").train_cnn
 
     def on_epoch(row: dict) -> None:
         parts = [f"epoch {row['epoch']:>3} ({row['stage']})", f"loss {row['loss']:.4f}"]
@@ -62,7 +88,9 @@ def train_cmd(
 
     result = train_cnn(
         cfg, data, out, seed=seed, epochs=epochs, time_budget_min=time_budget, resume=resume,
-        limit=limit, verbose=0 if quiet else 1, progress=on_epoch,
+        limit=limit,
+        verbose=1 if not quiet and console.is_terminal and err_console.is_terminal else 0,
+        progress=on_epoch,
     )  # fmt: skip
     rec = result.record
     mape = rec.get("best_val_mape")
@@ -78,7 +106,7 @@ def train_cmd(
 def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool):
     from challenge.contract.release import resolve_release
 
-    predict = import_extra("baselines.cnn.predict", "cnn", f"blendbench baseline {model}")
+    predict = _import_cnn("baselines.cnn.predict", f"blendbench baseline {model}")
     n = resolve_release(data)[1].spec.n_blends["test"]
     out, summary = with_progress(
         model,

@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from challenge.cli.base import app, console, user_errors
 from challenge.cli.baselines import with_progress
+from challenge.cli.cnn import _import_cnn
 from challenge.cli.release import _print_verify, run_generate
 from challenge.cli.scoring import print_leaderboard
-from challenge.contract.errors import MissingExtraError, import_extra
+from challenge.contract.errors import MissingExtraError
 from challenge.contract.release import resolve_release
 
 DEMO_DIR = Path("releases") / "mini"
@@ -62,12 +62,17 @@ def run_reference_baselines(folder: Path, submissions: Path) -> None:
         console.print(f"{name}: wrote {out} in {elapsed:.1f} s")
     for name, (model, weights) in CNN_WEIGHTS.items():
         out = submissions / name
-        if (out / "predictions.h5").is_file() or not weights.is_file():
+        if (out / "predictions.h5").is_file():
+            continue
+        if not weights.is_file():
+            console.print(f"skipped {name}: no weights at {weights} (run `blendbench demo` from "
+                          "the repository root, or train them with `blendbench train`)",
+                          highlight=False)
             continue
         try:
-            predict = import_extra("baselines.cnn.predict", "cnn", f"the {name} row")
+            predict = _import_cnn("baselines.cnn.predict", f"the {name} row")
         except MissingExtraError as err:
-            console.print(f"skipped {name}: {escape(str(err))}", highlight=False)
+            console.print(f"skipped {name}: {err}", highlight=False)
             continue
         _, summary = predict.write_cnn_submission(model, weights, folder, out, tta=False)
         console.print(f"{name}: wrote {out} in {summary['inference_s']:.1f} s ({weights})")

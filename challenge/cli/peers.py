@@ -29,7 +29,8 @@ def photutils_cmd(
     n = len(result["flux"])
     console.print(
         f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
-        f"workers); global-background fallback {result['global_background'].mean():.1%}; "
+        f"worker{'s' * (workers != 1)}); global-background fallback "
+        f"{result['global_background'].mean():.1%}; "
         f"detection cases {describe_cases(result['detection'])}; wrote {out}"
     )
 
@@ -40,14 +41,18 @@ def scarlet2_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(Path("submissions/scarlet2"), help="submission folder to write"),
     workers: int = typer.Option(1, help="processes (1 is fastest on 2 cores: XLA uses both)"),
-    resume: bool = typer.Option(False, help="reuse OUT/checkpoints of an interrupted run"),
+    resume: bool = typer.Option(
+        False, "--resume", help="reuse OUT/checkpoints of an interrupted run"
+    ),
     n_iter: int = typer.Option(300, help="Adam steps per blend"),
     batch_size: int = typer.Option(250, help="blends per checkpoint"),
     limit: int = typer.Option(None, help="fit only the first N test blends (timing runs)"),
     max_batches: int = typer.Option(
         None, help="stop after N new batches without writing the submission (resume later)"
     ),
-    keep_checkpoints: bool = typer.Option(False, help="keep OUT/checkpoints when done"),
+    keep_checkpoints: bool = typer.Option(
+        False, "--keep-checkpoints", help="keep OUT/checkpoints when done"
+    ),
 ) -> None:
     """scarlet2: two PSF-convolved Sérsic sources per blend, fitted in vmapped batches.
 

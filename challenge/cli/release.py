@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
-from challenge.cli.base import app, console, err_console, user_errors
+from challenge.cli.base import app, console, err_console, styled, user_errors
 from challenge.contract.errors import ReleaseError
 from challenge.contract.release import CUSTOM_SOURCES, SOURCES, ReleaseInfo, ReleaseSpec, preset
 
@@ -19,7 +19,7 @@ DEMO_DIR = Path("releases") / "mini"
 
 def _progress_bar() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description:>10}"),
+        TextColumn("{task.description:>10}", style="bold", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -52,7 +52,9 @@ def _print_verify(folder: Path) -> None:
     report = verify_release(folder)
     if not report.ok:
         raise ReleaseError(f"{folder}: verification failed: " + "; ".join(report.problems))
-    console.print(f"[green]verified[/] {folder}: {len(report.checked)} arrays and tables match")
+    console.print(
+        styled("verified", "green", f"{folder}: {len(report.checked)} arrays and tables match")
+    )
 
 
 def _parse_blends(text: str) -> dict[str, int]:
@@ -210,13 +212,28 @@ def info(folder: Path = typer.Argument(..., help="a generated release folder")) 
     summary = release_summary(folder)
     spec = summary["info"].spec
     console.print(
-        f"[bold]{spec.name}[/] v{spec.version}  source={spec.source}  seed={spec.seed}  "
-        f'{spec.stamp_size}x{spec.stamp_size} px at {spec.pixel_scale}"/px  '
-        f"ZP={spec.zero_point}  sky σ={spec.sky_sigma} ct/px"
+        styled(
+            spec.name, "bold",
+            f"v{spec.version}  source={spec.source}  seed={spec.seed}  "
+            f'{spec.stamp_size}x{spec.stamp_size} px at {spec.pixel_scale}"/px  '
+            f"ZP={spec.zero_point}  sky σ={spec.sky_sigma} ct/px",
+        )
     )
+    counts = summary["info"].counts
+    names = {"galaxies": "galaxies", "test_galaxies": "test galaxies", "blends_train":
+             "train blends", "blends_val": "validation blends", "blends_test": "test blends"}
     console.print(
-        f"counts: {summary['info'].counts}  redrawn galaxies: {summary['info'].n_redrawn}"
+        "counts: " + ", ".join(f"{v:,} {names.get(k, k.replace('_', ' '))}"
+                               for k, v in counts.items()),
+        highlight=False,
     )
+    n_redrawn = summary["info"].n_redrawn
+    if n_redrawn:
+        console.print(
+            f"{n_redrawn:,} galaxies redrawn: the truth procedure did not detect the first "
+            "draw of their slot, so the next draw took its place",
+            highlight=False,
+        )
     if spec.is_track:
         from challenge.contract.release import TRACK_SHIFTS, read_table
 

@@ -6,39 +6,53 @@ from pathlib import Path
 
 import typer
 
-from challenge.cli.base import app, console, user_errors
+from challenge.cli.base import app, console, err_console, user_errors
 from challenge.cli.baselines import with_progress
 
 
 @app.command("run")
 @user_errors
 def run_cmd(
-    method: str = typer.Argument(..., help="MODULE:CALLABLE of the method (see README)"),
+    method: str = typer.Argument(
+        ..., help="MODULE:CALLABLE or path/to/file.py:CALLABLE of the method (see README)"
+    ),
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(..., help="submission folder to write"),
     name: str = typer.Option(None, help="submission name (default: the folder's name)"),
     workers: int = typer.Option(1, help="processes (the method must be picklable for > 1)"),
     batch_size: int = typer.Option(250, help="blends per call of the method"),
-    authors: str = typer.Option("", help="for submission.toml"),
+    authors: str = typer.Option("", help="comma-separated, for submission.toml"),
     link: str = typer.Option("", help="code or paper link, for submission.toml"),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="seconds one call of the method (one batch) may take"
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="print the method's full traceback when it raises"
+    ),
 ) -> None:
     """Feed the test blends to a method in batches, validate, time and write a submission."""
     from challenge.contract.release import resolve_release
     from challenge.contract.submission_folder import SubmissionMetadata, write_submission
-    from challenge.loaders.protocol import load_method, release_context, run_method
+    from challenge.loaders.protocol import MethodError, load_method, release_context, run_method
 
     func = load_method(method)
     context = release_context(data)
     n = resolve_release(data)[1].spec.n_blends["test"]
-    result = with_progress(
-        method, n, lambda advance: run_method(func, data, batch_size, workers, advance, context)
-    )
+    try:
+        result = with_progress(
+            method, n,
+            lambda advance: run_method(func, data, batch_size, workers, advance, context, timeout),
+        )
+    except MethodError as err:
+        if debug and err.details:
+            err_console.print(err.details, highlight=False, soft_wrap=True)
+        raise
     doc = (getattr(func, "__doc__", None) or "").strip().splitlines()
     meta = SubmissionMetadata(
         name=name or out.name,
         release=context.release,
         method=f"{method}: {doc[0]}" if doc else method,
-        authors=authors,
+        authors=[a.strip() for a in authors.split(",") if a.strip()],
         link=link,
         inference_time_s=round(result.seconds, 2),
         extra={
@@ -61,5 +75,5 @@ def run_cmd(
     console.print(
         f"{method}: {len(result.blend_id)} blends in {result.seconds:.1f} s "
         f"({len(result.blend_id) / max(result.seconds, 1e-9):.1f} blends/s, "
-        f"{workers} workers); wrote {out}"
+        f"{workers} worker{'s' if workers != 1 else ''}); wrote {out}"
     )

@@ -6,41 +6,65 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
-from rich.markup import escape
+from rich import box
 from rich.table import Table
 
-from challenge.cli.base import app, console, err_console, user_errors
+from challenge.cli.base import app, console, err_console, styled, user_errors
 from challenge.contract.errors import ReleaseError
 from challenge.contract.release import DEFAULT_SEED
 from challenge.contract.submission import FORMAT_HELP, read_submission
 from challenge.scoring.scores import N_BOOT, ROLES, load_truth, write_json
 
+# (key, name, unit, format, scale): one convention for every table the commands print, and the
+# same as the Markdown leaderboards: fractions as %, magnitudes labelled "mag".
 _SHOWN = (
-    ("mape", "MAPE %", ".2f"),
-    ("median_ape", "med. APE %", ".2f"),
-    ("bias", "bias", "+.3f"),
-    ("median_dmag", "med. Δmag", "+.3f"),
-    ("scatter", "σ", ".3f"),
-    ("nmad", "NMAD", ".3f"),
-    ("outlier_fraction", "outliers", ".3f"),
-    ("detected_fraction", "detected", ".3f"),
-    ("iou", "IoU", ".3f"),
-    ("mask_area_bias", "Δn", "+.3f"),
-    ("coverage_68", "cov68", ".3f"),
-    ("coverage_95", "cov95", ".3f"),
-    ("mean_z", "mean z", "+.2f"),
-    ("crps", "CRPS", ".3g"),
+    ("mape", "MAPE", "%", ".2f", 1),
+    ("median_ape", "median APE", "%", ".2f", 1),
+    ("bias", "bias", "mag", "+.3f", 1),
+    ("median_dmag", "median Δmag", "mag", "+.3f", 1),
+    ("scatter", "σ", "mag", ".3f", 1),
+    ("nmad", "NMAD", "mag", ".3f", 1),
+    ("outlier_fraction", "outliers", "%", ".1f", 100),
+    ("detected_fraction", "detected", "%", ".1f", 100),
+    ("iou", "IoU", "", ".3f", 1),
+    ("mask_area_bias", "mask area bias", "", "+.3f", 1),
+    ("coverage_68", "coverage 68", "%", ".1f", 100),
+    ("coverage_95", "coverage 95", "%", ".1f", 100),
+    ("mean_z", "mean z", "", "+.2f", 1),
+    ("crps", "CRPS", "", ".3g", 1),
 )
+_BY_KEY = {key: rest for key, *rest in _SHOWN}
+# Tables that fit 80 columns: no vertical rules, two spaces between columns.
+_NARROW = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 1, 0, 0)}
+_SCHEMES = {"delta_mag": "Δmag of the pair (mag)", "distance": "distance (d / R_e)",
+            "morphology": "morphology"}
 
 
-def _f(value, fmt: str) -> str:
-    return "–" if value is None or value != value else format(value, fmt)
+def _label(name: str, unit: str) -> str:
+    """``MAPE %``, ``bias (mag)``, ``IoU``."""
+    return f"{name} %" if unit == "%" else f"{name} ({unit})" if unit else name
+
+
+def _unit(key: str) -> tuple[str, str, str, float]:
+    """(name, unit, format, scale) of a metric key; unknown keys as they are."""
+    return tuple(_BY_KEY.get(key, (key.replace("_", " "), "", ".4g", 1)))
+
+
+def _f(value, fmt: str, scale: float = 1) -> str:
+    return "–" if value is None or value != value else format(scale * value, fmt)
+
+
+def _signed(fmt: str) -> str:
+    return fmt if fmt.startswith("+") else "+" + fmt
+
+
+def _interval(ci, fmt: str, scale: float = 1) -> str:
+    return f"[{_f(ci[0], fmt, scale)}, {_f(ci[1], fmt, scale)}]"
 
 
 def _warn(messages: list[str]) -> None:
     for msg in messages:
-        err_console.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        err_console.print(styled("warning:", "yellow", msg), highlight=False, soft_wrap=True)
 
 
 @app.command("format")
@@ -73,25 +97,26 @@ def score_cmd(
     if per_galaxy is not None:
         table_format(per_galaxy)  # a wrong ending fails before any scoring
     t = load_truth(data, truth)
-    sc = score(read_submission(pred), t, n_boot=n_boot, seed=seed)
+    sc = score(read_submission(pred, expect=(t.n, t.stamp_size)), t, n_boot=n_boot, seed=seed)
     _warn(sc.warnings)
     shown = [m for m in _SHOWN if m[0] in sc.overall["both"]]
     table = Table(
-        title=f"{sc.submission} on {sc.release} ({sc.truth} truth); "
-        f"[95% interval, {n_boot} bootstrap resamples over blends]"
+        title=f"{sc.submission} on {sc.release} ({sc.truth} truth): value, then its 95% "
+        f"interval ({n_boot} bootstrap resamples over blends)",
+        **_NARROW,
     )
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     for role in ROLES:
-        table.add_column(f"{role} (N={sc.overall[role]['n']})", justify="right")
-    for key, label, fmt in shown:
+        table.add_column(f"{role}\nN={sc.overall[role]['n']}", justify="right", no_wrap=True)
+    for key, name, unit, fmt, scale in shown:
         cells = []
         for role in ROLES:
-            text = _f(sc.overall[role][key], fmt)
+            text = _f(sc.overall[role][key], fmt, scale)
             ci = sc.ci95.get(role, {}).get(key)
-            if ci is not None:
-                text += f" [{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]"
+            if ci is not None:  # the interval on its own line: never wrapped inside
+                text += "\n" + _interval(ci, fmt, scale)
             cells.append(text)
-        table.add_row(label, *cells)
+        table.add_row(_label(name, unit), *cells)
     console.print(table)
     if json_out is not None:
         write_json(json_out, sc.to_dict())
@@ -121,44 +146,59 @@ def compare_cmd(
     from challenge.scoring.scores import compare
 
     t = load_truth(data, truth)
-    res = compare(read_submission(a), read_submission(b), t, n_boot=n_boot, seed=seed)
+    expect = (t.n, t.stamp_size)
+    res = compare(read_submission(a, expect=expect), read_submission(b, expect=expect), t,
+                  n_boot=n_boot, seed=seed)
     table = Table(
-        title=f"A = {res['a']}, B = {res['b']} on {res['release']} ({res['truth']} "
-        "truth): A − B with 95% paired-bootstrap interval"
+        title=f"A = {res['a']}, B = {res['b']} on {res['release']} ({res['truth']} truth): "
+        "A − B, 95% paired-bootstrap interval; better: tie when it contains 0",
+        **_NARROW,
     )
-    for col in ("galaxies", "metric", "A", "B", "A − B", "95% interval", "better"):
-        table.add_column(col, justify="left" if col in ("galaxies", "metric") else "right")
+    for col in ("metric", "A", "B", "A − B", "95% interval", "better"):
+        table.add_column(col, justify="left" if col == "metric" else "right", overflow="fold",
+                         no_wrap=col != "metric")
     for role, rows in res["overall"].items():
+        table.add_row(f"{role} galaxies", style="bold")
         for metric, r in rows.items():
-            lo, hi = r["ci95"]
+            name, unit, fmt, scale = _unit(metric)
+            a_, b_, diff, ci = r["a"], r["b"], r["diff"], r["ci95"]
+            if "loss" in r:  # the verdict rests on the loss (|bias|, ...): show that interval
+                name, a_, b_, diff, ci = r["loss"], r["loss_a"], r["loss_b"], r["loss_diff"], \
+                    r["loss_ci95"]
+                fmt = fmt.lstrip("+")
             table.add_row(
-                role,
-                metric,
-                _f(r["a"], ".4g"),
-                _f(r["b"], ".4g"),
-                _f(r["diff"], "+.4g"),
-                f"[{_f(lo, '+.3g')}, {_f(hi, '+.3g')}]",
+                "  " + _label(name, unit),
+                _f(a_, fmt, scale),
+                _f(b_, fmt, scale),
+                _f(diff, _signed(fmt), scale),
+                _interval(ci, _signed(fmt), scale),
                 r["better"],
             )
     console.print(table)
-    wins = Table(title="MAPE per bin (both galaxies): which method wins where")
-    for col in ("binning", "bin", "N", "MAPE A %", "MAPE B %", "95% interval", "better"):
-        wins.add_column(col, justify="left" if col in ("binning", "bin") else "right")
+    wins = Table(title="MAPE % per bin (both galaxies): which method wins where", **_NARROW)
+    for col in ("bin", "N", "MAPE A %", "MAPE B %", "95% interval", "better"):
+        wins.add_column(col, justify="left" if col == "bin" else "right", overflow="fold",
+                        no_wrap=col != "bin")
+    empty = []
     for scheme, rows in res["bins"].items():
+        wins.add_row(_SCHEMES.get(scheme, scheme), style="bold")
         for r in rows:
             if r["role"] != "both":
                 continue
-            lo, hi = r["ci95"]
+            if not r["n"]:  # an empty bin has no MAPE: named below, not a row of dashes
+                empty.append(f"{scheme} {r['label']}")
+                continue
             wins.add_row(
-                scheme,
-                r["label"],
+                "  " + r["label"],
                 str(r["n"]),
                 _f(r["a"], ".2f"),
                 _f(r["b"], ".2f"),
-                f"[{_f(lo, '+.2f')}, {_f(hi, '+.2f')}]",
+                _interval(r["ci95"], "+.2f"),
                 r["better"],
             )
     console.print(wins)
+    if empty:
+        console.print(f"empty bins (no galaxies): {', '.join(empty)}", highlight=False)
     if json_out is not None:
         write_json(json_out, res)
         console.print(f"comparison written to {json_out}")
@@ -189,9 +229,9 @@ def leaderboard_cmd(
     if track == "candels2019":
         from challenge.reports.candels2019 import build_candels_track
 
-        path, text = build_candels_track(out, n_boot=n_boot)
-        console.print(Markdown(text))
-        console.print(f"written to {path}")
+        path, _, table = build_candels_track(out, n_boot=n_boot)
+        print_candels(table)
+        console.print(f"written to {path} (with the selections explained)")
         return
     if track != "release":
         raise ReleaseError(f"--track {track!r}: choose release or candels2019")
@@ -249,15 +289,68 @@ def robustness_cmd(
                   f"{out / 'figures' / 'robustness.png'}", highlight=False)
     _warn(rep.notes)
     for s in rep.skipped:
-        err_console.print(f"[yellow]skipped[/] {s['track']}/{s['name']}: {s['reason']}",
+        err_console.print(styled("skipped", "yellow", f"{s['track']}/{s['name']}: {s['reason']}"),
                           highlight=False, soft_wrap=True)
+
+
+_CANDELS_ABBREV = {"blend2flux": "b2f", "blend2mask2flux": "b2m2f", "sep": "sep"}
+_ROLE_ABBREV = {"central": "cen.", "companion": "comp.", "both": "both"}
+
+
+def print_candels(df) -> None:
+    """The candels2019 track in 80 columns: abbreviated methods (with a legend), then the paper's
+    values next to the kit's for the central galaxies of the paper's selection."""
+    table = Table(
+        title="candels2019: the paper's CANDELS test predictions (4,776 blends), 95% intervals",
+        **_NARROW,
+    )
+    for col in ("method", "sel.", "gal.", "N", "MAPE\n%", "95%\ninterval", "bias\n(mag)",
+                "σ\n(mag)", "outl.\n%", "det.\n%"):
+        table.add_column(col, justify="left" if col in ("method", "sel.", "gal.") else "right",
+                         overflow="fold", no_wrap=col != "method")
+    previous = None
+    for _, r in df.iterrows():
+        if previous is not None and r["method"] != previous:
+            table.add_section()
+        previous = r["method"]
+        table.add_row(
+            _CANDELS_ABBREV.get(r["method"], r["method"]), r["selection"],
+            _ROLE_ABBREV.get(r["role"], r["role"]),
+            str(int(r["n"])), _f(r["mape"], ".2f"), _interval((r["mape_lo"], r["mape_hi"]), ".2f"),
+            _f(r["bias"], "+.3f"), _f(r["scatter"], ".3f"), _f(r["outlier_fraction"], ".1f", 100),
+            _f(r["detected_fraction"], ".1f", 100),
+        )
+    console.print(table)
+    console.print(
+        "b2f = blend2flux, b2m2f = blend2mask2flux, sep = SExtractor; sel. paper: galaxies "
+        "SExtractor detected, all: every galaxy (a non-detection is a failure); gal. cen. = "
+        "central, comp. = companion; outl. = outliers (|Δmag| > 0.75), det. = detected.",
+        highlight=False,
+    )
+    paper_cols = [c for c in df.columns if c.startswith("paper_")]
+    rows = df[(df["selection"] == "paper") & (df["role"] == "central")]
+    versus = Table(title="central galaxies, paper selection: blendbench (the paper)",
+                   **_NARROW)
+    for col in ("method", "MAPE %", "bias (mag)", "σ (mag)", "outliers %"):
+        versus.add_column(col, justify="left" if col == "method" else "right", overflow="fold",
+                          no_wrap=col != "method")
+    for _, r in rows.iterrows():
+        cells = []
+        for key, fmt, scale in (("mape", ".2f", 1), ("bias", "+.3f", 1), ("scatter", ".3f", 1),
+                                ("outlier_fraction", ".1f", 100)):
+            text = _f(r[key], fmt, scale)
+            if f"paper_{key}" in paper_cols and r[f"paper_{key}"] == r[f"paper_{key}"]:
+                text += f" ({_f(r[f'paper_{key}'], fmt, scale)})"
+            cells.append(text)
+        versus.add_row(_CANDELS_ABBREV.get(r["method"], r["method"]), *cells)
+    console.print(versus)
 
 
 def print_robustness(rep) -> None:
     """Two narrow tables: per method its base MAPE and worst track; per track Kendall τ."""
     import math
 
-    table = Table(title=f"robustness: MAPE % on {rep.base} and on the shift tracks")
+    table = Table(title=f"robustness: MAPE % on {rep.base} and on the shift tracks", **_NARROW)
     for col in ("method", f"{rep.base} MAPE %", "median ratio", "worst track", "ratio"):
         table.add_column(col, justify="left" if col in ("method", "worst track") else "right",
                          overflow="fold")
@@ -270,27 +363,29 @@ def print_robustness(rep) -> None:
         worst_ratio = (float(mine.loc[mine["track"] == worst, "ratio"].iloc[0]) if worst
                        else math.nan)
         table.add_row(
-            escape(m),
+            m,
             _f(base["mape"].get(m, math.nan), ".2f"),
             f"×{_f(float(ratios.median()), '.2f')}" if ratios.notna().any() else "–",
-            escape(worst or "–"),
+            worst or "–",
             f"×{_f(worst_ratio, '.2f')}" if worst else "–",
         )
     console.print(table)
-    taus = Table(title=f"does the {rep.base} ranking survive? Kendall τ per track")
+    taus = Table(title=f"does the {rep.base} ranking survive? Kendall τ per track", **_NARROW)
     for col in ("track", "methods", "τ", "p"):
         taus.add_column(col, justify="left" if col == "track" else "right", overflow="fold")
     for _, r in rep.tau.iterrows():
-        taus.add_row(escape(str(r["track"])), str(r["n_methods"]), _f(r["tau"], "+.2f"),
+        taus.add_row(str(r["track"]), str(r["n_methods"]), _f(r["tau"], "+.2f"),
                      _f(r["p_value"], ".2g"))
     console.print(taus)
 
 
 def print_leaderboard(df, title: str) -> None:
     """The leaderboard frame as a rich table, then its warnings and skipped folders."""
-    table = Table(title=title)
-    for col in ("#", "method", "N", "MAPE %", "95% interval", "bias", "σ", "outliers"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    table = Table(title=title, **_NARROW)
+    for col in ("#", "method", "N", "MAPE %", "95% interval", "bias\n(mag)", "σ\n(mag)",
+                "outliers\n%", "test-set\ntime"):
+        table.add_column(col, justify="left" if col == "method" else "right", overflow="fold",
+                         no_wrap=col != "method")
     for _, r in df.iterrows():
         table.add_row(
             str(r["rank"]),
@@ -300,11 +395,13 @@ def print_leaderboard(df, title: str) -> None:
             f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
             _f(r["bias"], "+.3f"),
             _f(r["scatter"], ".3f"),
-            _f(r["outlier_fraction"], ".3f"),
+            _f(r["outlier_fraction"], ".1f", 100),
+            str(r.get("inference_time") or "–"),
         )
     console.print(table)
     _warn(df.attrs.get("warnings", []))
     for s in df.attrs.get("skipped", []):
         err_console.print(
-            f"[yellow]skipped[/] {s['name']}: {s['reason']}", highlight=False, soft_wrap=True
+            styled("skipped", "yellow", f"{s['name']}: {s['reason']}"), highlight=False,
+            soft_wrap=True,
         )

@@ -24,6 +24,7 @@ import numpy as np
 
 from challenge.contract._compat import tomllib
 from challenge.contract.errors import SubmissionError
+from challenge.contract.hdf5 import storage_problem
 
 PREDICTION_NAMES = ("predictions.h5", "predictions.hdf5", "predictions.ecsv", "predictions.csv",
                     "predictions.fits", "predictions.fits.gz")
@@ -32,6 +33,8 @@ METADATA_FILE = "submission.toml"
 DETECTION_CASES = {-1: "nothing detected", 0: "central only", 1: "companion only", 2: "both",
                    3: "more than two"}
 MAX_LISTED = 5  # offending blend ids quoted in a message
+MAX_CHUNK_BYTES = 64 * 2**20  # HDF5 decompresses a whole chunk to read any part of it
+MAX_FLUX = 1e30  # counts; beyond it the metrics overflow (a galaxy of mag -45 at zero point 30)
 
 FORMAT_HELP = """\
 A submission is one prediction file (plus an optional submission.toml next to it).
@@ -57,7 +60,9 @@ submission.toml (in submissions/NAME/ for the leaderboard):
   name = "my-method"            release = "v1"
   authors = ["..."]             method = "one-line summary"
   link = "https://..."          hardware = "1x A100"
-  training_time = "3 h"         params = 1600000
+  training_time_s = 10800       parameters = 1600000
+  inference_time_s = 42.0       (the names `blendbench run` writes; the leaderboard shows
+                                 them as training time, test-set time and params)
 
 Example (Python):
   import h5py
@@ -186,6 +191,11 @@ def _check_pairs(path: Path, name: str, arr: np.ndarray, ids: np.ndarray, *,
         fix = ("write a finite 1-sigma error" if positive else
                "write 0 (or any flux <= 0) for a galaxy you did not detect")
         raise _err(path, name, f"NaN or inf for blend_id {_ids(ids[bad])}", fix)
+    bad = (np.abs(arr) > MAX_FLUX).any(axis=1)
+    if bad.any():
+        raise _err(path, name, f"values beyond {MAX_FLUX:g} counts (e.g. "
+                   f"{float(arr[bad][np.abs(arr[bad]) > MAX_FLUX][0]):g}) for blend_id "
+                   f"{_ids(ids[bad])}", f"write {name} in counts")
     if positive:
         bad = (arr <= 0).any(axis=1)
         if bad.any():
@@ -273,29 +283,73 @@ def _read_masks(path: Path, ds, ids: np.ndarray) -> np.ndarray:
 def _dataset(path: Path, f, name: str, required: bool):
     import h5py
 
-    if name not in f:
+    if f.get(name, getlink=True) is None:
         if required:
             raise _err(path, name, "missing", f"write the dataset '{name}' "
                        "(see `blendbench format`)")
         return None
-    ds = f[name]
+    try:
+        ds = f[name]
+    except (KeyError, OSError) as err:  # a dangling soft or external link
+        raise _err(path, name, f"a link whose target cannot be opened ({err})",
+                   f"write '{name}' as a dataset in this file") from None
     if not isinstance(ds, h5py.Dataset):
         raise _err(path, name, "is a group, expected a dataset", f"write '{name}' as an array")
     if ds.dtype.names is not None or ds.dtype.kind in "OSUV":
         raise _err(path, name, f"dtype {ds.dtype}, expected a numeric array",
                    f"write '{name}' as a plain numeric array")
+    if ds.shape is None:
+        raise _err(path, name, "an empty dataset (no shape)", f"write '{name}' as an array")
+    if ds.chunks is not None:
+        chunk_bytes = int(np.prod(ds.chunks, dtype=np.float64)) * ds.dtype.itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise _err(path, name, f"chunks {ds.chunks} of {chunk_bytes / 2**20:,.0f} MiB each, "
+                       f"at most {MAX_CHUNK_BYTES // 2**20} MiB are read",
+                       "write smaller chunks, e.g. chunks=(64, 2, 128, 128) for masks")
+    problem = storage_problem(ds, path)
+    if problem is not None:
+        raise _err(path, name, problem, f"write '{name}' into this file (h5py: f['{name}'] = "
+                   "array), not as a virtual or external dataset")
     return ds
 
 
-def _read_hdf5(path: Path) -> dict[str, Any]:
+def _declared_shape(f, name: str) -> tuple[int, ...] | None:
+    try:
+        return getattr(f.get(name), "shape", None)
+    except (KeyError, OSError, ValueError):
+        return None  # a broken link: _dataset names it
+
+
+def _check_declared(path: Path, f, expect: tuple[int, int] | None) -> None:
+    """Refuse declared shapes the release rules out, before any data is read (a 10 KB file can
+    declare terabytes)."""
+    if expect is None:
+        return
+    n, stamp = expect
+    for name, want in (("blend_id", (n,)), ("flux", (n, 2)), ("flux_err", (n, 2)),
+                       ("detection", (n,))):
+        shape = _declared_shape(f, name)
+        if shape and len(shape) >= 1 and shape[0] > n:
+            raise _err(path, name, f"declares {shape[0]:,} rows, the release has {n:,} test "
+                       "blends", f"write one row per test blend, shape {want}")
+    shape = _declared_shape(f, "masks")
+    if shape and (len(shape) != 4 or shape[0] > n or shape[1] != 2
+                  or tuple(shape[2:]) != (stamp, stamp)):
+        raise _err(path, "masks", f"declares shape {shape}, the release needs (N <= {n:,}, 2, "
+                   f"{stamp}, {stamp})", "write one [central, companion] mask pair per blend_id "
+                   "on the stamp grid of test_blends.h5")
+
+
+def _read_hdf5(path: Path, expect: tuple[int, int] | None = None) -> dict[str, Any]:
     import h5py
 
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as err:
-        raise _err(path, None, f"not a readable HDF5 file ({err})",
+        raise _err(path, None, f"not a readable HDF5 file ({_first_line(err)})",
                    "re-write it with h5py (is it truncated or still being copied?)") from None
     with f:
+        _check_declared(path, f, expect)
         ids_ds = _dataset(path, f, "blend_id", True)
         ids = _check_ids(path, ids_ds[()] if ids_ds.ndim == 0 else ids_ds[:])
         out: dict[str, Any] = {"blend_id": ids}
@@ -350,18 +404,50 @@ def _column(path: Path, table, name: str, required: bool) -> np.ndarray | None:
     return data
 
 
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (astropy's format-guessing errors run to 60 lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
 def _read_table(path: Path) -> dict[str, Any]:
+    import warnings
+
     from astropy.table import Table
 
     kwargs: dict[str, Any] = {}
-    if path.suffix.lower() == ".csv":
+    name = path.name.lower()
+    if name.endswith(".csv"):
         kwargs["format"] = "ascii.csv"
+        kwargs["encoding"] = "utf-8-sig"  # a byte-order mark is not part of the first column
+    elif name.endswith(".ecsv"):
+        kwargs["format"] = "ascii.ecsv"
+    elif name.endswith(FITS_SUFFIXES):
+        kwargs["format"] = "fits"
+        kwargs["mask_invalid"] = False  # NaN stays NaN, reported as such
     try:
-        table = Table.read(path, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:  # astropy WARNING lines
+            warnings.simplefilter("always")
+            table = Table.read(path, **kwargs)
     except Exception as err:  # astropy raises many types for unreadable input
-        raise _err(path, None, f"not a table astropy can read ({type(err).__name__}: {err})",
-                   "write CSV, ECSV or FITS with columns blend_id, flux_central, "
-                   "flux_companion") from None
+        raise _err(path, None, f"not a table astropy can read ({_first_line(err)})",
+                   "write predictions.h5, or a CSV, ECSV or FITS table with columns blend_id, "
+                   "flux_central, flux_companion") from None
+    if not hasattr(table, "colnames"):
+        raise _err(path, None, "not a table", "write a CSV, ECSV or FITS table")
+    for col in list(table.colnames):
+        clean = col.lstrip("\ufeff").strip()
+        if clean != col and clean not in table.colnames:
+            table.rename_column(col, clean)
+    overflow = [str(w.message) for w in caught if "Overflow" in str(w.message)]
+    if overflow:
+        raise _err(path, None, f"integers out of range ({overflow[0].splitlines()[0]})",
+                   "write blend_id as the release's int64 values and fluxes as floats")
     ids = _check_ids(path, _column(path, table, "blend_id", True))
     cols = [_column(path, table, c, True) for c in ("flux_central", "flux_companion")]
     out: dict[str, Any] = {"blend_id": ids}
@@ -402,13 +488,16 @@ def find_prediction_file(folder: Path) -> Path:
         "(see `blendbench format`)", field=None)
 
 
-def read_submission(path: str | Path, *, name: str | None = None) -> Submission:
+def read_submission(path: str | Path, *, name: str | None = None,
+                    expect: tuple[int, int] | None = None) -> Submission:
     """Read and check one submission file (or a submission folder).
 
     Args:
         path: a prediction file (HDF5 or a table astropy reads) or a folder holding one
             (``predictions.h5`` / ``.ecsv`` / ``.csv`` / ``.fits``) and a ``submission.toml``.
         name: overrides the method name.
+        expect: ``(n_blends, stamp_size)`` of the release to be scored: declared shapes beyond
+            them are refused before any data is read (bounded memory for hostile files).
 
     Returns:
         A :class:`Submission` whose arrays passed every check that needs no release.
@@ -427,7 +516,7 @@ def read_submission(path: str | Path, *, name: str | None = None) -> Submission:
     meta = read_metadata(folder / METADATA_FILE)
     try:
         if path.suffix.lower() in HDF5_SUFFIXES or _is_hdf5(path):
-            data = _read_hdf5(path)
+            data = _read_hdf5(path, expect)
         else:
             data = _read_table(path)
     except SubmissionError:
@@ -435,7 +524,7 @@ def read_submission(path: str | Path, *, name: str | None = None) -> Submission:
     except MemoryError:
         raise _err(path, None, "too large to load", "check the dataset shapes") from None
     except Exception as err:  # a corrupted file can make the readers fail in many ways
-        raise _err(path, None, f"cannot be read ({type(err).__name__}: {err})",
+        raise _err(path, None, f"cannot be read ({_first_line(err)})",
                    "re-write the file (is it truncated or corrupted?)") from None
     release = data["release"]
     meta_release = meta.get("release")
@@ -484,10 +573,12 @@ def submission_from_arrays(blend_id, flux, *, masks=None, flux_err=None, detecti
 
 
 def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is HDF5 (its signature at byte 0, or after a user block)."""
+    import h5py
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:
+        return bool(h5py.is_hdf5(path))
+    except (OSError, ValueError):
         return False
 
 

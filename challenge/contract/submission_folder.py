@@ -25,7 +25,7 @@ class SubmissionMetadata:
     name: str
     release: str
     method: str
-    authors: str = "blendbench reference baselines"
+    authors: str | list[str] = "blendbench reference baselines"
     link: str = ""
     hardware: str = field(default_factory=lambda: f"{platform.machine()} CPU x{os.cpu_count()}")
     training_time_s: float = 0.0

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import signal
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +43,24 @@ import numpy as np
 
 from challenge.contract.errors import BlendbenchError
 from challenge.contract.release import ReleaseInfo, resolve_release
+from challenge.contract.submission import MAX_FLUX
 from challenge.loaders.release import load_release
+from challenge.pipeline.workers import stop_pool, worker_pool
 
 
 class MethodError(BlendbenchError, ValueError):
-    """A method cannot be imported, or returned something that breaks the protocol."""
+    """A method cannot be imported, raised, timed out, or returned something that breaks the
+    protocol.
+
+    ``details`` holds the method's own traceback when it raised (shown by ``run --debug``).
+    """
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details
+
+    def __reduce__(self):  # keep ``details`` across worker processes
+        return (type(self), (str(self), self.details))
 
 
 @dataclass(frozen=True)
@@ -98,16 +114,35 @@ class RunResult:
 
 
 def load_method(spec: str) -> Callable:
-    """Import ``MODULE:CALLABLE`` (the current directory is importable)."""
-    if ":" not in spec:
-        raise MethodError(f"{spec!r}: expected MODULE:CALLABLE, e.g. my_method:deblend")
-    module_name, attr = spec.split(":", 1)
-    if os.getcwd() not in sys.path:
+    """Import ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``.
+
+    The current directory is importable; a ``.py`` path puts its folder first on ``sys.path`` and
+    imports the file by its stem, so worker processes can import it again by name.
+    """
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise MethodError(
+            f"{spec!r}: expected MODULE:CALLABLE or path/to/file.py:CALLABLE, "
+            "e.g. my_method:deblend"
+        )
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        file = Path(module_name).expanduser().resolve()
+        if file.suffix != ".py" or not file.is_file():
+            raise MethodError(f"{spec}: {module_name} is not a Python file (expected a .py path)")
+        if str(file.parent) not in sys.path:
+            sys.path.insert(0, str(file.parent))
+        module_name = file.stem
+    elif os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise MethodError(f"{spec}: cannot import module {module_name!r} ({err})") from None
+        hint = ""
+        if isinstance(err, ModuleNotFoundError) and err.name == module_name.split(".")[0]:
+            hint = (f"; {module_name!r} is not importable from {os.getcwd()}: run from the folder "
+                    f"that holds {module_name.split('.')[0]}.py, or pass its path "
+                    f"(path/to/{module_name.split('.')[-1]}.py:{attr})")
+        raise MethodError(f"{spec}: cannot import module {module_name!r} ({err}){hint}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -136,32 +171,129 @@ def _context(path: Path, info: ReleaseInfo, psf: np.ndarray | None) -> Context:
     )
 
 
+_FIX = {
+    "flux": "return float counts, 0 (or <= 0) for a galaxy the method did not find",
+    "flux_err": "return float 1-sigma errors in counts, > 0",
+    "masks": "return float probabilities in [0, 1] or 0/1 masks (uint8 or bool)",
+    "detection": "return integers -1 (none), 0 (central only), 1 (companion only), 2 (both) "
+                 "or 3 (more than two)",
+}
+
+
+def _rows(mask: np.ndarray, n: int) -> list[int]:
+    return np.flatnonzero(mask.reshape(n, -1).any(axis=1))[:5].tolist()
+
+
+def _check_array(key: str, value: Any, want: tuple[int, ...], where: str) -> np.ndarray:
+    """One protocol output checked before any conversion (no wrapping, no silent casts)."""
+    n = want[0]
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # ragged lists and the like
+        raise MethodError(f"{where}: '{key}' is not an array ({type(err).__name__}: {err}); "
+                          f"{_FIX[key]}") from None
+    kinds = {"flux": "iuf", "flux_err": "iuf", "masks": "biuf", "detection": "iuf"}[key]
+    if arr.dtype.kind not in kinds:
+        raise MethodError(f"{where}: '{key}' has dtype {arr.dtype}, expected "
+                          f"{'integer' if key == 'detection' else 'real numbers'}; {_FIX[key]}")
+    if arr.shape != want:
+        raise MethodError(f"{where}: '{key}' has shape {arr.shape}, expected {want}; "
+                          f"{_FIX[key]}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise MethodError(f"{where}: '{key}' has NaN/inf for batch rows {_rows(bad, n)}; "
+                              f"{_FIX[key]}")
+    if key in ("flux", "flux_err") and (np.abs(arr) > MAX_FLUX).any():
+        raise MethodError(f"{where}: '{key}' has values beyond {MAX_FLUX:g} counts for batch "
+                          f"rows {_rows(np.abs(arr) > MAX_FLUX, n)}; {_FIX[key]}")
+    if key == "flux_err" and (arr <= 0).any():
+        raise MethodError(f"{where}: 'flux_err' has values <= 0 for batch rows "
+                          f"{_rows(arr <= 0, n)}; {_FIX[key]}")
+    if key == "masks" and arr.dtype.kind != "b":
+        bad = (arr < 0) | (arr > 1)
+        if bad.any():
+            raise MethodError(f"{where}: 'masks' has values outside [0, 1] (e.g. "
+                              f"{arr[bad].ravel()[0]!r}) for batch rows {_rows(bad, n)}; "
+                              f"{_FIX[key]}")
+    if key == "detection":
+        bad = ~np.isin(arr, [-1, 0, 1, 2, 3])  # on the values as returned: 258 does not wrap
+        if bad.any():
+            raise MethodError(f"{where}: 'detection' has values outside -1..3 (e.g. "
+                              f"{arr[bad].ravel()[0]!r}) for batch rows {_rows(bad, n)}; "
+                              f"{_FIX[key]}")
+        arr = arr.astype(np.int8)
+    return arr
+
+
 def check_output(out: Any, n: int, size: int, where: str) -> dict[str, np.ndarray]:
-    """Validate one batch's output against the protocol; returns it as arrays."""
+    """Validate one batch's output against the protocol; returns it as arrays.
+
+    Every key is checked before anything is converted: ``flux`` / ``flux_err`` (n, 2) real and
+    finite (``flux_err`` > 0), ``masks`` (n, 2, size, size) in [0, 1], ``detection`` (n,) in
+    -1..3 (integral values), extra keys arrays of n rows (they travel to the caller unchecked).
+
+    Raises:
+        MethodError: naming ``where`` (the batch), the key, what was returned and the fix.
+    """
     if not isinstance(out, dict) or "flux" not in out:
-        raise MethodError(f"{where}: the method must return a dict with at least 'flux' (n, 2)")
+        raise MethodError(f"{where}: the method must return a dict with at least 'flux' (n, 2), "
+                          f"got {type(out).__name__}; return {{'flux': array of shape ({n}, 2)}}")
     shapes = {"flux": (n, 2), "flux_err": (n, 2), "masks": (n, 2, size, size), "detection": (n,)}
     result: dict[str, np.ndarray] = {}
     for key, value in out.items():
-        if key not in shapes:
-            result[key] = np.asarray(value)  # extra diagnostics travel along, unchecked
+        if not isinstance(key, str):
+            raise MethodError(f"{where}: key {key!r} is not a string; name outputs with strings")
+        if key in shapes:
+            result[key] = _check_array(key, value, shapes[key], where)
             continue
-        arr = np.asarray(value)
-        if arr.shape != shapes[key]:
-            raise MethodError(f"{where}: '{key}' has shape {arr.shape}, expected {shapes[key]}")
-        if key != "detection" and not np.all(np.isfinite(arr)):
-            bad = np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[:5]
-            raise MethodError(
-                f"{where}: '{key}' has NaN/inf for batch rows {bad.tolist()}; "
-                "return 0 flux for a galaxy the method did not find"
-            )
+        try:
+            arr = np.asarray(value)
+        except Exception as err:
+            arr = None
+            why = f"{type(err).__name__}: {err}"
+        else:
+            why = (f"shape {arr.shape}" if arr.ndim == 0 or arr.shape[0] != n
+                   else f"dtype {arr.dtype}" if arr.dtype.kind in "OV" else None)
+        if why is not None:
+            raise MethodError(f"{where}: extra key '{key}' has {why}, expected an array of "
+                              f"{n} rows (one per blend) of numbers or text; return it per "
+                              "blend, or drop it")
         result[key] = arr
     return result
 
 
-def _call(method: Callable, batch: Batch, context: Context) -> dict[str, np.ndarray]:
-    out = method(batch, context)
-    where = f"blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])}"
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout
+
+
+def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
+          timeout: float | None = None) -> dict[str, np.ndarray]:
+    """Call the method on one batch (batch ``number``, counted from 1), under ``timeout`` s."""
+    where = (f"batch {number} (blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])})"
+             if number else f"blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])}")
+    timed = bool(timeout) and threading.current_thread() is threading.main_thread() and hasattr(
+        signal, "setitimer")
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        out = method(batch, context)
+    except _Timeout:
+        raise MethodError(f"{where}: the method did not return within --timeout {timeout:g} s; "
+                          "raise --timeout or make the method faster") from None
+    except Exception as err:
+        raise MethodError(f"{where}: the method raised {type(err).__name__}: {err} "
+                          "(run with --debug for the traceback)",
+                          details=traceback.format_exc()) from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     return check_output(out, len(batch.blend_id), batch.images.shape[-1], where)
 
 
@@ -181,11 +313,28 @@ def run_method(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
     context: Context | None = None,
+    timeout: float | None = None,
 ) -> RunResult:
     """Run ``method`` over every test blend of a release; outputs in test-blend order.
 
-    With ``workers > 1`` batches go to that many processes (the method must be picklable).
+    With ``workers > 1`` batches go to that many processes (the method must be picklable); no
+    worker outlives the call. ``timeout``: seconds one call of the method may take.
+
+    Raises:
+        MethodError: the method is not picklable for workers, raised (``details`` holds its
+            traceback), timed out, or returned something that breaks the protocol; the message
+            names the batch.
     """
+    if timeout is not None and not timeout > 0:
+        raise MethodError(f"--timeout {timeout}: give a positive number of seconds per batch")
+    if workers > 1:
+        try:
+            pickle.dumps(method)
+        except Exception as err:
+            raise MethodError(
+                f"{getattr(method, '__qualname__', method)!r} cannot be sent to worker processes "
+                f"({type(err).__name__}: {err}); define the method at module level (not inside "
+                "a function or as a lambda), or run with --workers 1") from None
     context = context or release_context(data)
     parts: list[dict[str, np.ndarray]] = []
     ids: list[np.ndarray] = []
@@ -198,20 +347,40 @@ def run_method(
             progress(len(batch_ids))
 
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = worker_pool(workers)
+        try:
             futures = [
-                (b.blend_id, pool.submit(_call, method, b, context))
-                for b in iter_batches(data, batch_size)
+                (b.blend_id, pool.submit(_call, method, b, context, k, timeout))
+                for k, b in enumerate(iter_batches(data, batch_size), 1)
             ]
-            for batch_ids, fut in futures:
-                collect(batch_ids, fut.result())
+            for k, (batch_ids, fut) in enumerate(futures, 1):
+                try:
+                    result = fut.result()
+                except MethodError:
+                    raise
+                except Exception as err:  # a worker died, or the output did not pickle
+                    raise MethodError(
+                        f"batch {k} (blends {int(batch_ids[0])}..{int(batch_ids[-1])}): "
+                        f"the worker process failed ({type(err).__name__}: {err}); run with "
+                        "--workers 1 to see the method's own error",
+                        details="".join(traceback.format_exception(err))) from None
+                collect(batch_ids, result)
+        finally:
+            stop_pool(pool)
     else:
-        for batch in iter_batches(data, batch_size):
-            collect(batch.blend_id, _call(method, batch, context))
+        for k, batch in enumerate(iter_batches(data, batch_size), 1):
+            collect(batch.blend_id, _call(method, batch, context, k, timeout))
     seconds = time.perf_counter() - t0
     keys = set(parts[0])
-    for p in parts:
+    for k, p in enumerate(parts, 1):
         if set(p) != keys:
-            raise MethodError("the method returned different keys for different batches")
-    outputs = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+            raise MethodError(f"batch {k}: the method returned keys {sorted(p)}, batch 1 "
+                              f"returned {sorted(keys)}; return the same keys for every batch")
+    outputs = {}
+    for key in keys:
+        try:
+            outputs[key] = np.concatenate([p[key] for p in parts])
+        except ValueError as err:
+            raise MethodError(f"'{key}': the batches' arrays do not stack ({err}); return the "
+                              "same shape per blend in every batch") from None
     return RunResult(np.concatenate(ids), outputs, seconds, context)

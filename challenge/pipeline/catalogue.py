@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from challenge.pipeline.blending import top_up_sigma
 from challenge.pipeline.photometry import TRUTH, flux_to_mag, half_light_radius, measure_central
 from challenge.pipeline.sources.real import RealStamp
 from challenge.pipeline.sources.synthetic import draw_galaxy, render_model, with_clumps
+from challenge.pipeline.workers import stop_pool, worker_pool
 
 MAX_ATTEMPTS = 50
 Progress = Callable[[int], None]
@@ -157,11 +157,14 @@ def render_galaxies(
     ]
     galaxies: list[IsolatedGalaxy] = []
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = worker_pool(workers)
+        try:
             for result in pool.map(_render_chunk, tasks):
                 galaxies.extend(result)
                 if progress:
                     progress(len(result))
+        finally:
+            stop_pool(pool)
     else:
         for task in tasks:
             result = _render_chunk(task)

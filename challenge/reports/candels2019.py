@@ -183,13 +183,15 @@ def candels_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build_candels_track(out_dir: str | Path, n_boot: int = 1000) -> tuple[Path, str]:
+def build_candels_track(out_dir: str | Path,
+                        n_boot: int = 1000) -> tuple[Path, str, pd.DataFrame]:
     """Score the track and write ``candels2019.md`` into ``out_dir`` (atomically).
 
     Returns:
-        ``(path, markdown)``.
+        ``(path, markdown, table)``, the table as :func:`candels_table` returns it.
     """
-    text = candels_markdown(candels_table(score_candels(n_boot=n_boot)))
+    table = candels_table(score_candels(n_boot=n_boot))
+    text = candels_markdown(table)
     path = Path(out_dir) / f"{NAME}.md"
     atomic_write_text(path, text)
-    return path, text
+    return path, text, table

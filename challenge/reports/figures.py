@@ -15,6 +15,7 @@ Every file is written atomically.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +28,13 @@ from challenge.scoring import metrics as M  # noqa: E402
 from challenge.scoring.scores import Score, atomic_write_bytes, magnitudes  # noqa: E402
 
 ROLE_COLORS = {"central": "#1f77b4", "companion": "#d62728", "both": "#444444"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def label(text: object) -> str:
+    """User text (a method or release name) as a matplotlib label: shown as typed, never parsed
+    as mathtext (``$``), control characters shown as escapes."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(text)).replace("$", r"\$")
 
 
 def figure_bytes(fig, fmt: str = "png", dpi: int = 110) -> bytes:
@@ -73,7 +81,8 @@ def mag_in_out(score: Score):
         inset.tick_params(labelsize=6)
         inset.set_yticks([])
     axes[0].set_ylabel("predicted magnitude (AB)")
-    fig.suptitle(f"{score.submission} on {score.release} ({score.truth} truth)", fontsize=10)
+    fig.suptitle(f"{label(score.submission)} on {label(score.release)} ({score.truth} truth)",
+                 fontsize=10)
     return fig
 
 
@@ -106,7 +115,7 @@ def binned_bias(score: Score, scheme: str, xlabel: str):
     ax2.set_xlabel(xlabel)
     if scheme == "morphology":
         ax2.set_xticks(x, labels)
-    ax.set_title(f"{score.submission}: Δmag per bin of {xlabel}", fontsize=10)
+    ax.set_title(f"{label(score.submission)}: Δmag per bin of {xlabel}", fontsize=10)
     return fig
 
 
@@ -123,7 +132,7 @@ def iou_hist(score: Score):
     ax.set_xlabel("IoU")
     ax.set_ylabel("galaxies")
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"{score.submission}: IoU of predicted masks", fontsize=10)
+    ax.set_title(f"{label(score.submission)}: IoU of predicted masks", fontsize=10)
     return fig
 
 
@@ -151,7 +160,7 @@ def leaderboard_mape(names: list[str], mape: np.ndarray, lo: np.ndarray, hi: np.
     mape = np.asarray(mape, float)
     err = np.vstack([mape - np.asarray(lo, float), np.asarray(hi, float) - mape])
     ax.barh(y, mape, xerr=np.clip(np.nan_to_num(err), 0, None), color="#5b8cc0", capsize=3)
-    ax.set_yticks(y, names, fontsize=8)
+    ax.set_yticks(y, [label(n) for n in names], fontsize=8)
     ax.set_xlabel("MAPE, central + companion (%), 95% interval")
     ax.set_xscale("log" if np.nanmax(mape) / max(np.nanmin(mape), 1e-9) > 20 else "linear")
     return fig
@@ -167,8 +176,8 @@ def methods_binned(scores: dict[str, Score], scheme: str, xlabel: str, role: str
         x, labels = _bin_positions(rows)
         step = np.diff(x).min() if len(x) > 1 else 1.0
         xs = x + (k - (n - 1) / 2) * 0.6 * step / n
-        ax.plot(xs, [r["median_dmag"] for r in rows], "o-", label=name, ms=4)
-        ax2.plot(xs, [r["scatter"] for r in rows], "o-", label=name, ms=4)
+        ax.plot(xs, [r["median_dmag"] for r in rows], "o-", label=label(name), ms=4)
+        ax2.plot(xs, [r["scatter"] for r in rows], "o-", label=label(name), ms=4)
     for a, ylabel in ((ax, "median Δmag (mag)"), (ax2, "σ(Δmag) (mag)")):
         a.set_xlabel(xlabel)
         a.set_ylabel(ylabel)
@@ -207,9 +216,10 @@ def robustness_heatmap(methods: list[str], tracks: list[str], ratio: np.ndarray,
         dark = finite[i, j] and abs(logr[i, j]) > 0.6 * lim
         ax.text(j, i, text, ha="center", va="center", fontsize=8,
                 color="white" if dark else "black")
-    ax.set_xticks(np.arange(len(tracks)), tracks, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(np.arange(len(methods)), methods, fontsize=8)
+    ax.set_xticks(np.arange(len(tracks)), [label(t) for t in tracks], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_yticks(np.arange(len(methods)), [label(m) for m in methods], fontsize=8)
     cbar = fig.colorbar(im, ax=ax, format=FuncFormatter(lambda x, _: f"{2 ** x:.2g}"))
-    cbar.set_label(f"MAPE track / {base} (log scale)")
-    ax.set_title(f"Robustness: MAPE on each track relative to {base}", fontsize=10)
+    cbar.set_label(f"MAPE track / {label(base)} (log scale)")
+    ax.set_title(f"Robustness: MAPE on each track relative to {label(base)}", fontsize=10)
     return fig

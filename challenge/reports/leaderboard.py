@@ -59,6 +59,7 @@ _META_KEYS = {
     "link": ("link", "code", "paper", "url"),
     "hardware": ("hardware",),
     "training_time": ("training_time", "train_time", "training_time_s"),
+    "inference_time": ("inference_time", "inference_time_s"),
     "params": ("params", "parameters", "parameter_count", "n_params"),
 }
 COLUMNS = {  # column -> (header, format) for Markdown / HTML
@@ -71,7 +72,7 @@ COLUMNS = {  # column -> (header, format) for Markdown / HTML
     "mape_sep_two": ("MAPE, sep 2 sources %", ".2f"),
     "mape_sep_other": ("MAPE, sep under/over %", ".2f"),
     "params": ("params", "s"), "hardware": ("hardware", "s"),
-    "training_time": ("training time", "s"),
+    "training_time": ("training time", "s"), "inference_time": ("test-set time", "s"),
 }
 
 
@@ -91,7 +92,9 @@ def _duration(seconds) -> str:
         return str(seconds)
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
 def _metadata(meta: dict[str, Any]) -> dict[str, str]:
@@ -100,7 +103,10 @@ def _metadata(meta: dict[str, Any]) -> dict[str, str]:
         value = next((meta[a] for a in aliases if a in meta), "")
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
-        if key == "training_time" and "training_time_s" in meta and "training_time" not in meta:
+        if key in ("training_time", "inference_time", "params") and not isinstance(value, bool) \
+                and isinstance(value, int | float) and value <= 0:
+            value = "–"  # no training, no learned parameters, or not recorded: not "0 s" / "0"
+        if key in ("training_time", "inference_time") and f"{key}_s" in meta and key not in meta:
             value = _duration(value)
         if key == "params" and isinstance(value, int | float) and value:
             value = f"{value / 1e6:.1f} M" if value >= 1e5 else f"{value:,.0f}"
@@ -151,7 +157,7 @@ def score_folders(truth: Truth, submissions_dir: str | Path, *, n_boot: int = N_
                 skipped.append({"name": folder.name,
                                 "reason": f"release {declared!r}, not {truth.release!r}"})
                 continue
-            sub = read_submission(folder)
+            sub = read_submission(folder, expect=(truth.n, truth.stamp_size))
             if sub.release is not None and sub.release != truth.release:
                 skipped.append({"name": folder.name,
                                 "reason": f"release {sub.release!r}, not {truth.release!r}"})

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from challenge.contract.errors import ReleaseError
+from challenge.contract.hdf5 import storage_problem
 from challenge.contract.release import DEFAULT_SEED, MORPHOLOGIES, resolve_release
 from challenge.contract.submission import Submission, match_to_release
 from challenge.scoring import metrics as M
@@ -40,6 +41,13 @@ _LOSS = {
     "bias": abs, "median_dmag": abs, "mean_z": abs, "mask_area_bias": abs,
     "detected_fraction": lambda v: -v, "iou": lambda v: -v,
     "coverage_68": lambda v: abs(v - 0.6827), "coverage_95": lambda v: abs(v - 0.95),
+}
+_NEGATED = ("detected_fraction", "iou")  # higher is better: same verdict as the signed A - B
+# compare() reports these losses (and their interval, on which the verdict rests) next to A - B.
+_LOSS_NAME = {
+    "bias": "|bias|", "median_dmag": "|median Δmag|", "mean_z": "|mean z|",
+    "mask_area_bias": "|mask area bias|", "coverage_68": "|coverage 68 − nominal|",
+    "coverage_95": "|coverage 95 − nominal|",
 }
 _PAIR_COLUMNS = ("blend_id", "mag_central", "mag_companion", "flux_central", "flux_companion",
                  "r_e_central", "r_e_companion", "morph_central", "morph_companion", "distance_px")
@@ -179,6 +187,11 @@ def truth_mask_counts(truth: Truth, pred_masks: np.ndarray,
 
     try:
         with h5py.File(truth.masks_path, "r") as f:
+            for name in ("blend_id", "masks"):
+                problem = storage_problem(f[name], truth.masks_path)
+                if problem is not None:
+                    raise ReleaseError(f"{truth.masks_path}: dataset '{name}' is a {problem}; "
+                                       "regenerate the release")
             ids = np.asarray(f["blend_id"][:], dtype=np.int64)
             ds = f["masks"]
             if ds.shape[0] != ids.size or ds.shape[1:] != pred_masks.shape[1:]:
@@ -636,7 +649,11 @@ def compare(sub_a: Submission, sub_b: Submission, truth: Truth, *,
     gets a 95% interval, and ``better`` says which method wins ("A", "B" or "tie" when the
     interval of the difference in loss contains 0; the loss is the metric itself for MAPE, scatter,
     NMAD, outliers; its absolute value for bias and median Delta mag; minus it for detected
-    fraction and IoU). ``bins`` does the same for the MAPE of every bin.
+    fraction and IoU). Where the loss is an absolute value (bias, median Delta mag, mean z, mask
+    area bias, coverage), the row also carries ``loss`` (its name, e.g. "|bias|"), ``loss_a``,
+    ``loss_b``, ``loss_diff`` and ``loss_ci95``: the interval the verdict is read from, so a
+    verdict is "tie" exactly when the interval it is shown with contains 0. ``bins`` does the same
+    for the MAPE of every bin.
 
     Returns:
         ``{"release", "truth", "a", "b", "n_boot", "seed", "overall": {role: {metric: {"a", "b",
@@ -658,10 +675,15 @@ def compare(sub_a: Submission, sub_b: Submission, truth: Truth, *,
                 continue
             loss = _LOSS.get(metric, _identity)
             ra, rb = rep_a[role][metric], rep_b[role][metric]
+            loss_ci = interval95(loss(ra) - loss(rb))
             rows[metric] = {
                 "a": sa[metric], "b": sb[metric], "diff": sa[metric] - sb[metric],
-                "ci95": interval95(ra - rb), "better": _verdict(interval95(loss(ra) - loss(rb))),
+                "ci95": interval95(ra - rb), "better": _verdict(loss_ci),
             }
+            if metric in _LOSS and metric not in _NEGATED:  # verdict on a loss, not the value
+                la, lb = loss(sa[metric]), loss(sb[metric])
+                rows[metric].update({"loss": _LOSS_NAME[metric], "loss_a": la, "loss_b": lb,
+                                     "loss_diff": la - lb, "loss_ci95": loss_ci})
         overall[role] = rows
     schemes = bin_schemes(truth)
     ba, bb = _bin_mape_reps(gal_a, W, schemes), _bin_mape_reps(gal_b, W, schemes)
