@@ -9,7 +9,12 @@ from challenge.contract.errors import ReleaseError
 from challenge.contract.release import PRESETS, ReleaseSpec, preset, resolve_release
 from challenge.pipeline.blending import blend_image, shift_image, sky_noise
 from challenge.pipeline.catalogue import slot_morphologies
-from challenge.pipeline.files import export_blends, generate_release, verify_release
+from challenge.pipeline.files import (
+    export_blends,
+    generate_release,
+    remove_stale_partials,
+    verify_release,
+)
 from challenge.pipeline.pairs import shift_bounds
 
 
@@ -155,6 +160,37 @@ def test_verify_reports_a_corrupted_hdf5_file(tiny_release, tmp_path):
     (copy / "val.h5").write_bytes(data[: len(data) // 3])
     report = verify_release(copy)
     assert any(p.startswith("val.h5: unreadable HDF5") for p in report.problems)
+
+
+def test_verify_reports_a_missing_file_once(tiny_release, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_release, copy)
+    (copy / "test_truth.h5").unlink()
+    report = verify_release(copy)
+    assert [p for p in report.problems if "test_truth.h5" in p] == [
+        "test_truth.h5: file missing; regenerate the release"
+    ]
+
+
+def test_unfinished_folders_of_killed_runs_are_removed_only_when_their_process_is_gone(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid, live_pid = int(finished.stdout), os.getppid()
+    dead = tmp_path / f".rel.partial-{dead_pid}"
+    live = tmp_path / f".other.partial-{live_pid}"
+    odd = tmp_path / ".rel.partial-notapid"
+    for folder in (dead, live, odd):
+        folder.mkdir()
+        (folder / "galaxies.ecsv").write_text("half-written")
+    assert remove_stale_partials(tmp_path / "rel") == [dead]
+    assert not dead.exists() and live.is_dir() and odd.is_dir()
+    assert remove_stale_partials(tmp_path / "missing" / "rel") == []
 
 
 def test_unknown_release_and_non_empty_output_are_clear_errors(tiny_spec, tmp_path):

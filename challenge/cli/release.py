@@ -30,9 +30,15 @@ def _progress_bar() -> Progress:
 
 def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size: int) -> Path:
     """Generate a release (preset name or spec) with a progress bar; returns the folder."""
-    from challenge.pipeline.files import generate_release
+    from challenge.pipeline.files import generate_release, remove_stale_partials
 
     spec = preset(release) if isinstance(release, str) else release
+    removed = remove_stale_partials(out)
+    if removed:
+        console.print(
+            f"removed {len(removed)} unfinished release folder(s) left by killed runs: "
+            + ", ".join(str(p) for p in removed)
+        )
     with _progress_bar() as bar:
         tasks: dict[str, int] = {}
 

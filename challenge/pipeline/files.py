@@ -114,6 +114,35 @@ def fingerprints_differ(got: dict[str, Any], expected: dict[str, Any]) -> str | 
 # generate
 
 
+def remove_stale_partials(out: Path | str) -> list[Path]:
+    """Remove the ``.NAME.partial-PID`` folders left in ``out``'s parent by killed generations.
+
+    Only folders whose process is gone are removed (a generation still running keeps its own).
+    Returns the folders removed.
+    """
+    parent = Path(out).resolve().parent
+    removed = []
+    for folder in sorted(parent.glob(".*.partial-*")) if parent.is_dir() else []:
+        pid_text = folder.name.rsplit(".partial-", 1)[1]
+        if not (folder.is_dir() and pid_text.isdigit()) or _process_alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid: leave the folder alone
+    return True
+
+
 def _prepare_output(out: Path) -> Path:
     """Check ``out`` can be created and return the temporary sibling to write into."""
     out = Path(out)
@@ -475,19 +504,24 @@ def verify_release(folder: Path | str) -> VerifyReport:
         report.problems.append(
             f"release.toml: spec of {info.spec.name!r} differs from the frozen release's"
         )
+    broken_files: set[str] = set()  # a missing or unreadable file is reported once
     for key, expected in info.fingerprints.items():
         fname, dname = key.split(":", 1)
+        if fname in broken_files:
+            continue
         path = folder / fname
         try:
             with h5py.File(path, "r") as f:
                 got = Fingerprint.of(f[dname]).to_dict()
         except FileNotFoundError:
+            broken_files.add(fname)
             report.problems.append(f"{fname}: file missing; regenerate the release")
             continue
         except KeyError:
             report.problems.append(f"{fname}: dataset '{dname}' missing; regenerate the release")
             continue
         except OSError as err:
+            broken_files.add(fname)
             report.problems.append(
                 f"{fname}: unreadable HDF5 ({str(err).splitlines()[0]}); regenerate the release"
             )
