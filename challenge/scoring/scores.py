@@ -348,17 +348,21 @@ def bin_schemes(truth: Truth) -> list[BinScheme]:
     ]
 
 
+def bin_cells(schemes: list[BinScheme], n: int):
+    """Every (scheme, role, bin index, bin description, (n, 2) bool galaxies in it), in the
+    order of the score's bin tables."""
+    for scheme in schemes:
+        for role in ROLES:
+            rmask = _role_mask(n, role)
+            for k, desc in enumerate(scheme.bins):
+                yield scheme, role, k, desc, rmask & (scheme.index == k)
+
+
 def binned(gal: Galaxies, schemes: list[BinScheme]) -> dict[str, list[dict[str, Any]]]:
     """Metrics per bin and role; an empty bin has n = 0 and NaN metrics."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for scheme in schemes:
-        rows = []
-        for role in ROLES:
-            rmask = _role_mask(gal.n, role)
-            for k, desc in enumerate(scheme.bins):
-                rows.append({"role": role, **desc,
-                             **gal.summary(rmask & (scheme.index == k))})
-        out[scheme.name] = rows
+    out: dict[str, list[dict[str, Any]]] = {scheme.name: [] for scheme in schemes}
+    for scheme, role, _, desc, where in bin_cells(schemes, gal.n):
+        out[scheme.name].append({"role": role, **desc, **gal.summary(where)})
     return out
 
 
@@ -628,13 +632,10 @@ def _verdict(loss_diff_interval: list[float]) -> str:
 def _bin_mape_reps(gal: Galaxies, W: np.ndarray, schemes: list[BinScheme]):
     """MAPE of every (scheme, role, bin) in every resample: dict -> (B,) arrays."""
     cols, keys = [], []
-    for scheme in schemes:
-        for role in ROLES:
-            rmask = _role_mask(gal.n, role) & gal.selected
-            for k in range(len(scheme.bins)):
-                w = rmask & (scheme.index == k)
-                cols += [w.sum(axis=1), (w * gal.ape).sum(axis=1)]
-                keys.append((scheme.name, role, k))
+    for scheme, role, k, _, where in bin_cells(schemes, gal.n):
+        w = where & gal.selected
+        cols += [w.sum(axis=1), (w * gal.ape).sum(axis=1)]
+        keys.append((scheme.name, role, k))
     S = W.astype(np.float64) @ np.stack(cols, axis=1).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {key: 100 * S[:, 2 * i + 1] / S[:, 2 * i] for i, key in enumerate(keys)}
@@ -687,19 +688,13 @@ def compare(sub_a: Submission, sub_b: Submission, truth: Truth, *,
         overall[role] = rows
     schemes = bin_schemes(truth)
     ba, bb = _bin_mape_reps(gal_a, W, schemes), _bin_mape_reps(gal_b, W, schemes)
-    bins: dict[str, list[dict[str, Any]]] = {}
-    for scheme in schemes:
-        rows = []
-        for role in ROLES:
-            rmask = _role_mask(truth.n, role)
-            for k, desc in enumerate(scheme.bins):
-                where = rmask & (scheme.index == k)
-                a, b = gal_a.summary(where), gal_b.summary(where)
-                iv = interval95(ba[(scheme.name, role, k)] - bb[(scheme.name, role, k)])
-                rows.append({"role": role, "label": desc["label"], "n": a["n"],
-                             "a": a["mape"], "b": b["mape"], "diff": a["mape"] - b["mape"],
-                             "ci95": iv, "better": _verdict(iv)})
-        bins[scheme.name] = rows
+    bins: dict[str, list[dict[str, Any]]] = {scheme.name: [] for scheme in schemes}
+    for scheme, role, k, desc, where in bin_cells(schemes, truth.n):
+        a, b = gal_a.summary(where), gal_b.summary(where)
+        iv = interval95(ba[(scheme.name, role, k)] - bb[(scheme.name, role, k)])
+        bins[scheme.name].append({"role": role, "label": desc["label"], "n": a["n"],
+                                  "a": a["mape"], "b": b["mape"], "diff": a["mape"] - b["mape"],
+                                  "ci95": iv, "better": _verdict(iv)})
     return _jsonable({"release": truth.release, "truth": truth.kind, "a": sub_a.name,
                       "b": sub_b.name, "n_boot": n_boot, "seed": seed, "metric_bins": "mape",
                       "overall": overall, "bins": bins})

@@ -16,6 +16,7 @@ are :class:`SourceError` naming the file, the column and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,49 @@ def _crop_centred(stamp: np.ndarray, half: int) -> np.ndarray:
     return stamp[tuple(cut)]
 
 
+@dataclass
+class InputStamp:
+    """One galaxy as read from the input, before it is brought onto the release grid.
+
+    ``stamp`` (H, W) finite counts at the input's pixel scale and zero point; the other fields
+    as :class:`RealStamp`'s (fluxes already at the release zero point, radii in release px);
+    ``galaxy_mask`` (H, W) bool galaxy pixels to leave out of sky estimates, or None.
+    """
+
+    source_id: str
+    stamp: np.ndarray
+    catalogue_flux: float
+    morphology: str
+    r_e_px: float | None = None
+    galaxy_mask: np.ndarray | None = None
+
+
+def prepare_stamps(
+    inputs: Iterable[InputStamp], spec: ReleaseSpec
+) -> tuple[list[RealStamp], list[tuple[str, str]]]:
+    """:func:`prepare_stamp` on every input (row = its position): the stamps kept and the
+    (source id, reason) of those rejected."""
+    stamps, rejected = [], []
+    for row, item in enumerate(inputs):
+        result = prepare_stamp(item.stamp, spec, row, item.galaxy_mask)
+        if isinstance(result, str):
+            rejected.append((item.source_id, result))
+            continue
+        stamp, noise_var, n_pad = result
+        stamps.append(
+            RealStamp(
+                source_id=item.source_id,
+                stamp=stamp,
+                noise_var=noise_var,
+                catalogue_flux=item.catalogue_flux,
+                morphology=item.morphology,
+                r_e_px=item.r_e_px,
+                zero_filled=n_pad,
+            )
+        )
+    return stamps, rejected
+
+
 def prepare_stamp(
     stamp: np.ndarray, spec: ReleaseSpec, row: int, galaxy_mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, float, int] | str:
@@ -338,28 +382,20 @@ def load_candels_npy(
         morphology_label(galtype[i], f"{cat_path} row {i} (ID {ids[i]})") for i in range(len(ids))
     ]
     n = len(ids) if spec.max_galaxies <= 0 else min(len(ids), spec.max_galaxies)
-    stamps, rejected = [], []
-    for i in range(n):
-        stamp = _check_stamp(
-            np.asarray(images[i], dtype=np.float32), spec, f"{paths['candels_img.npy']} [{i}]"
+    inputs = (
+        InputStamp(
+            source_id=ids[i],
+            stamp=_check_stamp(
+                np.asarray(images[i], dtype=np.float32), spec, f"{paths['candels_img.npy']} [{i}]"
+            ),
+            catalogue_flux=float(mag_to_flux(mag[i], spec.zero_point)),
+            morphology=morphs[i],
+            r_e_px=float(radius[i]),
+            galaxy_mask=np.asarray(segs[i]) > 0,
         )
-        result = prepare_stamp(stamp, spec, i, np.asarray(segs[i]) > 0)
-        if isinstance(result, str):
-            rejected.append((ids[i], result))
-            continue
-        stamp, noise_var, n_pad = result
-        stamps.append(
-            RealStamp(
-                source_id=ids[i],
-                stamp=stamp,
-                noise_var=noise_var,
-                catalogue_flux=float(mag_to_flux(mag[i], spec.zero_point)),
-                morphology=morphs[i],
-                r_e_px=float(radius[i]),
-                zero_filled=n_pad,
-            )
-        )
-    return stamps, rejected
+        for i in range(n)
+    )
+    return prepare_stamps(inputs, spec)
 
 
 def load_fits_stamps(
@@ -405,31 +441,24 @@ def load_fits_stamps(
         "file",
     )
     n = len(ids) if spec.max_galaxies <= 0 else min(len(ids), spec.max_galaxies)
-    stamps, rejected = [], []
-    for i in range(n):
-        path = folder / names[i]
-        if not path.is_file():
-            raise SourceError(
-                f"{path}: stamp of id {ids[i]} not found; add it or fix column 'file' of {cat_path}"
-            )
-        data = _check_stamp(_read_fits_stamp(path), spec, str(path))
-        result = prepare_stamp(data, spec, i)
-        if isinstance(result, str):
-            rejected.append((ids[i], result))
-            continue
-        stamp, noise_var, n_pad = result
-        stamps.append(
-            RealStamp(
+
+    def inputs():
+        for i in range(n):
+            path = folder / names[i]
+            if not path.is_file():
+                raise SourceError(
+                    f"{path}: stamp of id {ids[i]} not found; add it or fix column 'file' of "
+                    f"{cat_path}"
+                )
+            yield InputStamp(
                 source_id=ids[i],
-                stamp=stamp,
-                noise_var=noise_var,
+                stamp=_check_stamp(_read_fits_stamp(path), spec, str(path)),
                 catalogue_flux=float(counts[i]),
                 morphology=morphs[i],
                 r_e_px=None if r_e is None else float(r_e[i]),
-                zero_filled=n_pad,
             )
-        )
-    return stamps, rejected
+
+    return prepare_stamps(inputs(), spec)
 
 
 def stamp_adjustments(spec: ReleaseSpec, stamps: list[RealStamp]) -> dict:
