@@ -518,7 +518,9 @@ def run_scarlet_baseline(
 
     Args:
         folder: release folder; out: submission folder (checkpoints in ``out/checkpoints``).
-        workers: processes (spawned; each compiles its own fit). On a 2-core machine 1 is
+        workers: where the batches run (``challenge.pipeline.workers.Parallel``: 1 here, N or
+            "local:N" Dask worker processes, each compiling its own fit, "tcp://HOST:PORT" a
+            cluster sharing this file system, for the checkpoints). On a 2-core machine 1 is
             fastest: XLA already uses both cores.
         resume: reuse the checkpoints of an earlier run with the same release, settings,
             batch size and limit; without it they are deleted first.
@@ -554,14 +556,10 @@ def run_scarlet_baseline(
     computed = resumed = 0
     fit_seconds = 0.0
     stopped = False
-    pool = futures = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    from challenge.pipeline.workers import dask_client
 
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        futures = []
-    try:
+    futures: list = []
+    with dask_client(workers) as pool:
         for number, batch in enumerate(iter_batches(folder, batch_size)):
             first = number * batch_size
             if limit is not None and first >= limit:
@@ -583,19 +581,19 @@ def run_scarlet_baseline(
                 break
             computed += 1
             if pool is not None:
-                job = pool.submit(_fit_batch_to_checkpoint, batch, context, settings, path)
+                job = pool.submit(
+                    _fit_batch_to_checkpoint, pool.scatter(batch, hash=False), context, settings,
+                    path, pure=False,
+                )
                 futures.append((len(batch.blend_id), job))
                 continue
             fit_seconds += _fit_batch_to_checkpoint(batch, context, settings, path)
             if progress:
                 progress(len(batch.blend_id))
-        for size, job in futures or []:
+        for size, job in futures:
             fit_seconds += job.result()
             if progress:
                 progress(size)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     if stopped:
         return None, time.perf_counter() - t0
     parts = []

@@ -26,6 +26,43 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+
+def _quiet_interrupt_while_starting() -> Any:
+    """For the ``blendbench`` command only: Ctrl-C while it is still importing prints one line
+    and exits with code 130, instead of a KeyboardInterrupt traceback from deep in an import.
+
+    Returns the handler installed (None for a library import, a worker process, or a program that
+    set its own); :func:`challenge.cli.base.take_interrupts` puts Python's back once a command
+    starts, so commands clean up after Ctrl-C as usual.
+    """
+    import os
+    import signal
+    import sys
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    command = os.path.basename(sys.argv[0]) if sys.argv else ""
+    as_module = any(argv[i : i + 2] == ["-m", "challenge.cli"] for i in range(len(argv)))
+    multiprocessing = sys.modules.get("multiprocessing")
+    if not (command in ("blendbench", "blendbench.exe") or as_module) or (
+        multiprocessing is not None and multiprocessing.parent_process() is not None
+    ):
+        return None
+
+    def interrupted(signum, frame):
+        os.write(2, b"interrupted while starting; nothing was done\n")
+        os._exit(130)
+
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+        signal.signal(signal.SIGINT, interrupted)
+    except ValueError:  # not the main thread
+        return None
+    return interrupted
+
+
+_starting_interrupt = _quiet_interrupt_while_starting()
+
 _EXPORTS = {
     # the contract
     "BlendbenchError": "challenge.contract.errors",

@@ -206,12 +206,12 @@ def test_unknown_release_and_non_empty_output_are_clear_errors(tiny_spec, tmp_pa
 
 
 def test_a_failed_generation_leaves_nothing_behind(tiny_spec, tmp_path, monkeypatch):
-    import challenge.pipeline.files as rf
+    import challenge.pipeline.chunks as chunks
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rf, "materialise", broken)
+    monkeypatch.setattr(chunks, "materialise", broken)
     with pytest.raises(RuntimeError):
         generate_release(tiny_spec, tmp_path / "rel")
     assert list(tmp_path.iterdir()) == []

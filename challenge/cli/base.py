@@ -58,18 +58,35 @@ console = PlainConsole(soft_wrap=True, markup=False, emoji=False)
 err_console = PlainConsole(stderr=True, markup=False, emoji=False)
 
 
+def take_interrupts() -> None:
+    """Give Ctrl-C back to Python (KeyboardInterrupt) once a command starts: while the command
+    was importing, ``challenge`` answered it with one line and exit code 130."""
+    import signal
+
+    import challenge
+
+    handler = getattr(challenge, "_starting_interrupt", None)
+    if handler is not None and signal.getsignal(signal.SIGINT) is handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def user_errors(func):
-    """Decorator for commands: a BlendbenchError becomes one line on stderr and exit code 2."""
+    """Decorator for commands: a BlendbenchError becomes one line on stderr and exit code 2;
+    Ctrl-C one line (``interrupted``, and what the command left when it says so: raise
+    ``KeyboardInterrupt("nothing was written to OUT")``) and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        take_interrupts()
         try:
             return func(*args, **kwargs)
         except BlendbenchError as err:
             err_console.print(styled("error:", "bold red", err), highlight=False, soft_wrap=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+        except KeyboardInterrupt as err:
+            detail = str(err.args[0]) if err.args else ""
+            err_console.print(f"interrupted; {detail}" if detail else "interrupted",
+                              highlight=False, soft_wrap=True)
             sys.exit(130)
 
     wrapper.__doc__ = unwrap_help(func.__doc__)
@@ -112,6 +129,7 @@ def _main(
     ),
 ) -> None:
     """blendbench: a frozen benchmark for the photometry of blended galaxy pairs."""
+    take_interrupts()
 
 
 def _no_bool_metavar() -> None:

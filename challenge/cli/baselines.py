@@ -43,6 +43,20 @@ def with_progress(name: str, total: int, run: Callable[[Callable[[int], None]], 
         return run(lambda k: bar.advance(task, k))
 
 
+def scheduler_option():
+    return typer.Option(
+        None, help="run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running "
+        "Dask scheduler); the predictions do not depend on it"
+    )
+
+
+def workers_option(default: int):
+    return typer.Option(
+        None, help=f"worker processes on this machine (default {default}; 1: this process); "
+        "the same as --scheduler local:N"
+    )
+
+
 def _n_test(data: Path) -> int:
     from challenge.contract.release import resolve_release
 
@@ -54,18 +68,22 @@ def _n_test(data: Path) -> int:
 def sep_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(Path("submissions/sep"), help="submission folder to write"),
-    workers: int = typer.Option(DEFAULT_WORKERS, help="processes"),
+    workers: int = workers_option(DEFAULT_WORKERS),
+    scheduler: str = scheduler_option(),
 ) -> None:
     """SExtractor (sep) cold/hot, as in the paper; records the detection case per blend."""
     from baselines.sep_baseline import describe_cases, run_sep_baseline
+    from challenge.pipeline.workers import describe, resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, DEFAULT_WORKERS)
     result, elapsed = with_progress(
-        "sep", _n_test(data), lambda advance: run_sep_baseline(data, out, workers, progress=advance)
+        "sep", _n_test(data),
+        lambda advance: run_sep_baseline(data, out, parallel, progress=advance),
     )
     n = len(result["flux"])
     console.print(
-        f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
-        f"worker{'s' * (workers != 1)}); "
+        f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, "
+        f"{describe(parallel)}); "
         f"hot mode {result['hot'].mean():.1%}; detection cases "
         f"{describe_cases(result['detection'])}; wrote {out}"
     )
@@ -76,13 +94,16 @@ def sep_cmd(
 def oracle_cmd(
     data: Path = typer.Option(..., help="a generated synthetic release folder"),
     out: Path = typer.Option(Path("submissions/oracle"), help="submission folder to write"),
-    workers: int = typer.Option(DEFAULT_WORKERS, help="processes"),
+    workers: int = workers_option(DEFAULT_WORKERS),
+    scheduler: str = scheduler_option(),
 ) -> None:
     """The noise-floor oracle: true noiseless neighbour subtracted, then the truth procedure."""
     from baselines.oracle import run_oracle
+    from challenge.pipeline.workers import resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, DEFAULT_WORKERS)
     result, elapsed = with_progress(
-        "oracle", _n_test(data), lambda advance: run_oracle(data, out, workers, progress=advance)
+        "oracle", _n_test(data), lambda advance: run_oracle(data, out, parallel, progress=advance)
     )
     n = len(result["flux"])
     console.print(

@@ -12,9 +12,18 @@ from rich.table import Table as RichTable
 
 from challenge.cli.base import app, console, err_console, styled, user_errors
 from challenge.contract.errors import ReleaseError
-from challenge.contract.release import CUSTOM_SOURCES, SOURCES, ReleaseInfo, ReleaseSpec, preset
+from challenge.contract.release import (
+    CUSTOM_SOURCES,
+    PRESETS,
+    SOURCES,
+    ReleaseInfo,
+    ReleaseSpec,
+    preset,
+)
 
 DEMO_DIR = Path("releases") / "mini"
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+N_PAPER_GALAXIES = sum(PRESETS["v1"].morphology_counts.values())  # 1,919
 
 
 def _progress_bar() -> Progress:
@@ -28,8 +37,13 @@ def _progress_bar() -> Progress:
     )
 
 
-def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size: int) -> Path:
-    """Generate a release (preset name or spec) with a progress bar; returns the folder."""
+def run_generate(
+    release: str | ReleaseSpec, out: Path, workers: int | str, chunk_size: int
+) -> Path:
+    """Generate a release (preset name or spec) with a progress bar; returns the folder.
+
+    ``workers``: N processes on this machine (1: this process), or a ``--scheduler`` value
+    (``local:N``, ``tcp://HOST:PORT``)."""
     from challenge.pipeline.files import generate_release, remove_stale_partials
 
     spec = preset(release) if isinstance(release, str) else release
@@ -39,7 +53,9 @@ def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size
             f"removed {len(removed)} unfinished release folder(s) left by killed runs: "
             + ", ".join(str(p) for p in removed)
         )
-    with _progress_bar() as bar:
+    from challenge.pipeline.workers import dask_client
+
+    with dask_client(workers) as client, _progress_bar() as bar:
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, advance: int, total: int) -> None:
@@ -48,7 +64,7 @@ def run_generate(release: str | ReleaseSpec, out: Path, workers: int, chunk_size
             bar.advance(tasks[stage], advance)
 
         return generate_release(
-            spec, out, chunk_size=chunk_size, workers=workers, progress=on_progress
+            spec, out, chunk_size=chunk_size, workers=client or 1, progress=on_progress
         )
 
 
@@ -70,7 +86,64 @@ def _parse_blends(text: str) -> dict[str, int]:
         raise ReleaseError(
             f"--blends {text!r}: expected three integers TRAIN,VAL,TEST, e.g. 2000,500,1000"
         ) from None
+    if min(train, val, test) < 1:
+        raise ReleaseError(
+            f"--blends {text!r}: expected at least one blend in each split, e.g. 2000,500,1000"
+        )
     return {"train": train, "val": val, "test": test}
+
+
+def _check_custom_name(name: str) -> None:
+    if name in PRESETS:
+        raise ReleaseError(
+            f"--name {name}: the name of a frozen release (verify would compare with it); "
+            "choose another name for a custom release"
+        )
+
+
+def _synthetic_spec(
+    name, blends, galaxies, max_galaxies, seed, input, pixel_scale, zero_point, psf, sky_sigma,
+    max_delta_mag, test_fraction,
+) -> ReleaseSpec:
+    """The spec of a custom synthetic release from the generate options."""
+    from challenge.pipeline.sources.synthetic import paper_mix
+
+    if input is not None:
+        raise ReleaseError(
+            f"--input {input}: --source synthetic draws its galaxies (GalSim models); drop "
+            "--input, or choose --source fits-stamps / candels-npy / cosmos for your own stamps"
+        )
+    instrument = {"--pixel-scale": pixel_scale, "--zero-point": zero_point, "--psf": psf}
+    given = [k for k, v in instrument.items() if v is not None]
+    if given:
+        raise ReleaseError(
+            f"{given[0]}: the instrument options apply to --source fits-stamps; synthetic "
+            "releases use v1's grid, zero point and PSF (drop the option)"
+        )
+    n = N_PAPER_GALAXIES if galaxies is None else galaxies
+    if max_galaxies:
+        n = min(n, max_galaxies)
+    if n < 4:
+        option = "--galaxies" if galaxies is not None and galaxies == n else "--max-galaxies"
+        raise ReleaseError(
+            f"{option} {n}: a release needs at least 4 galaxies (2 per split); give more"
+        )
+    _check_custom_name(name or "synthetic")
+    fields = {
+        "seed": seed,
+        "sky_sigma": sky_sigma,
+        "max_delta_mag": max_delta_mag,
+        "test_fraction": test_fraction,
+    }
+    if sky_sigma is not None and not sky_sigma > 0:
+        raise ReleaseError(f"--sky-sigma {sky_sigma}: expected a noise level > 0 (counts/px)")
+    return ReleaseSpec(
+        name=name or "synthetic",
+        source="synthetic",
+        morphology_counts=paper_mix(n),
+        n_blends=_parse_blends(blends),
+        **{k: v for k, v in fields.items() if v is not None},
+    )
 
 
 @app.command()
@@ -83,7 +156,7 @@ def generate(
         "(v1-psf, v1-psf-broad, v1-noise, v1-noise-low, v1-faint, v1-clumpy, v1-close)",
     ),
     source: str = typer.Option(
-        None, help=f"build a custom release from a galaxy source: {', '.join(SOURCES[1:])}"
+        None, help=f"build a custom release from a galaxy source: {', '.join(SOURCES)}"
     ),
     input: Path = typer.Option(
         None,
@@ -115,15 +188,32 @@ def generate(
     test_fraction: float = typer.Option(
         None, help="custom release: fraction of the galaxies kept for test (default 0.2)"
     ),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="processes rendering galaxies"),
-    chunk_size: int = typer.Option(256, help="blends written per step (memory vs. speed)"),
+    galaxies: int = typer.Option(
+        None, help=f"--source synthetic: parent galaxies, in the paper's morphology mix "
+        f"(default {N_PAPER_GALAXIES:,})"
+    ),
+    workers: int = typer.Option(
+        None, help=f"worker processes on this machine (default {DEFAULT_WORKERS}; 1: this "
+        "process only); the same as --scheduler local:N"
+    ),
+    scheduler: str = typer.Option(
+        None, help="run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running "
+        "Dask scheduler, e.g. from dask-jobqueue); the release does not depend on it"
+    ),
+    chunk_size: int = typer.Option(256, help="blends per task (memory vs. speed)"),
 ) -> None:
     """Generate a release folder (same release name -> same benchmark on any machine).
 
-    Presets are frozen (`--release v1`); `--source candels-npy --input DIR` (or cosmos,
-    fits-stamps) builds a custom release from your own galaxies with the same pipeline.
+    Presets are frozen (`--release v1`); `--source synthetic --blends 100000,10000,10000`
+    makes a custom release of GalSim galaxies of any size; `--source candels-npy --input DIR`
+    (or cosmos, fits-stamps) builds one from your own galaxies with the same pipeline.
     """
+    from challenge.pipeline.workers import resolve_parallel
+
     t0 = time.perf_counter()
+    parallel = resolve_parallel(workers, scheduler, DEFAULT_WORKERS)
+    if chunk_size < 1:
+        raise ReleaseError(f"--chunk-size {chunk_size}: expected a number of blends >= 1")
     spec: str | ReleaseSpec = release
     custom = {
         "--pixel-scale": pixel_scale,
@@ -132,6 +222,7 @@ def generate(
         "--sky-sigma": sky_sigma,
         "--max-delta-mag": max_delta_mag,
         "--test-fraction": test_fraction,
+        "--galaxies": galaxies,
     }
     if source is None:
         given = [k for k, v in custom.items() if v is not None]
@@ -140,21 +231,32 @@ def generate(
                 f"{given[0]} applies to a custom release; add --source SOURCE --input DIR, or "
                 f"drop it to generate the frozen {release!r}"
             )
+    elif source not in SOURCES:
+        raise ReleaseError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
+    elif test_fraction is not None and not 0 < test_fraction < 1:
+        raise ReleaseError(f"--test-fraction {test_fraction}: expected a number in (0, 1)")
+    elif max_delta_mag is not None and not max_delta_mag > 0:
+        raise ReleaseError(f"--max-delta-mag {max_delta_mag}: expected a number > 0")
+    elif source == "synthetic":
+        spec = _synthetic_spec(
+            name, blends, galaxies, max_galaxies, seed, input, pixel_scale, zero_point, psf,
+            sky_sigma, max_delta_mag, test_fraction,
+        )
     else:
+        if galaxies is not None:
+            raise ReleaseError(
+                f"--galaxies applies to --source synthetic; {source} takes its galaxies from the "
+                "input (cap them with --max-galaxies N)"
+            )
+        _check_custom_name(name or source)
         if input is None and source == "cosmos":
             input = (
                 Path(os.environ["BLENDBENCH_COSMOS_DIR"])
                 if os.environ.get("BLENDBENCH_COSMOS_DIR")
                 else None
             )
-        if source not in SOURCES[1:]:
-            raise ReleaseError(f"--source {source!r}: choose one of {', '.join(SOURCES[1:])}")
         if input is None and source != "cosmos":
             raise ReleaseError(f"--source {source} needs an input folder: add --input DIR")
-        if test_fraction is not None and not 0 < test_fraction < 1:
-            raise ReleaseError(f"--test-fraction {test_fraction}: expected a number in (0, 1)")
-        if max_delta_mag is not None and not max_delta_mag > 0:
-            raise ReleaseError(f"--max-delta-mag {max_delta_mag}: expected a number > 0")
         extra = {
             key: value
             for key, value in (
@@ -180,17 +282,32 @@ def generate(
         )
     from challenge.pipeline.files import release_notes
 
-    folder = run_generate(spec, out, workers, chunk_size)
-    console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
-    for line in release_notes(ReleaseInfo.read(folder / "release.toml")):
-        console.print(f"note: {line}", highlight=False)
-    _print_verify(folder)
+    try:
+        folder = run_generate(spec, out, parallel, chunk_size)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(out)) from None
+    try:
+        console.print(f"wrote {folder} in {time.perf_counter() - t0:.1f} s")
+        for line in release_notes(ReleaseInfo.read(folder / "release.toml")):
+            console.print(f"note: {line}", highlight=False)
+        _print_verify(folder)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(folder)) from None
+
+
+def _interrupted(out: Path) -> str:
+    """What an interrupted ``generate`` leaves: the whole release, or nothing."""
+    if (Path(out) / "release.toml").is_file():  # the release was renamed into place
+        return (f"the release {out} was written in full but not verified; check it with "
+                f"`blendbench verify {out}`")
+    return f"nothing was written to {out}"
 
 
 @app.command()
 @user_errors
 def verify(folder: Path = typer.Argument(..., help="a generated release folder")) -> None:
-    """Recompute every array's fingerprint and compare tables with the frozen release."""
+    """Recompute every dataset's fingerprint, check every file attribute, and compare tables and
+    fingerprints with the frozen release (one changed pixel of half the sky noise is seen)."""
     _print_verify(folder)
 
 

@@ -19,7 +19,15 @@ def run_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(..., help="submission folder to write"),
     name: str = typer.Option(None, help="submission name (default: the folder's name)"),
-    workers: int = typer.Option(1, help="processes (the method must be picklable for > 1)"),
+    workers: int = typer.Option(
+        None, help="worker processes on this machine (default 1: this process); the method must "
+        "be defined at module level for > 1; the same as --scheduler local:N"
+    ),
+    scheduler: str = typer.Option(
+        None, help="run the batches on Dask: local:N (N worker processes here) or "
+        "tcp://HOST:PORT (a running Dask scheduler; the method's module must be importable "
+        "on its workers)"
+    ),
     batch_size: int = typer.Option(250, help="blends per call of the method"),
     authors: str = typer.Option("", help="comma-separated, for submission.toml"),
     link: str = typer.Option("", help="code or paper link, for submission.toml"),
@@ -34,14 +42,16 @@ def run_cmd(
     from challenge.contract.release import resolve_release
     from challenge.contract.submission_folder import SubmissionMetadata, write_submission
     from challenge.loaders.protocol import MethodError, load_method, release_context, run_method
+    from challenge.pipeline.workers import resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, 1)
     func = load_method(method)
     context = release_context(data)
     n = resolve_release(data)[1].spec.n_blends["test"]
     try:
         result = with_progress(
             method, n,
-            lambda advance: run_method(func, data, batch_size, workers, advance, context, timeout),
+            lambda advance: run_method(func, data, batch_size, parallel, advance, context, timeout),
         )
     except MethodError as err:
         if debug and err.details:
@@ -57,7 +67,8 @@ def run_cmd(
         inference_time_s=round(result.seconds, 2),
         extra={
             "callable": method,
-            "workers": workers,
+            "workers": result.workers,
+            **({"scheduler": scheduler} if scheduler else {}),
             "batch_size": batch_size,
             "blends_per_s": round(len(result.blend_id) / max(result.seconds, 1e-9), 2),
         },
@@ -75,5 +86,5 @@ def run_cmd(
     console.print(
         f"{method}: {len(result.blend_id)} blends in {result.seconds:.1f} s "
         f"({len(result.blend_id) / max(result.seconds, 1e-9):.1f} blends/s, "
-        f"{workers} worker{'s' if workers != 1 else ''}); wrote {out}"
+        f"{result.workers} worker{'s' if result.workers != 1 else ''}); wrote {out}"
     )

@@ -254,9 +254,8 @@ class ReleaseInfo:
             "n_redrawn": self.n_redrawn,
             **({"unpaired": self.unpaired} if self.unpaired else {}),
             **({"adjustments": self.adjustments} if self.adjustments else {}),
-            "fingerprints": self.fingerprints,
         }
-        return tomli_w.dumps(doc)
+        return tomli_w.dumps(doc) + _fingerprints_toml(self.fingerprints)
 
     @classmethod
     def read(cls, path: Path) -> ReleaseInfo:
@@ -285,15 +284,41 @@ class ReleaseInfo:
             ) from None
 
 
+def _inline(value: Any) -> str:
+    """A TOML value on one line (arrays too: ``[5000, 128, 128]``)."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).split(" = ", 1)[1].rstrip("\n")
+
+
+def _fingerprints_toml(fingerprints: dict[str, dict[str, Any]]) -> str:
+    """The ``[fingerprints."FILE:DATASET"]`` tables, one line per key: a fingerprint holds a few
+    dozen numbers, and release.toml stays short enough to read and to commit."""
+    out = []
+    for key, fp in fingerprints.items():
+        header = tomli_w.dumps({key: 0}).split(" = ", 1)[0]
+        out.append(f"\n[fingerprints.{header}]\n")
+        out += [f"{k} = {_inline(v)}\n" for k, v in fp.items()]
+    return "".join(out)
+
+
 def resolve_release(data: str | Path) -> tuple[Path, ReleaseInfo]:
     """A release folder from a path, or the committed tables of a frozen release by name.
 
     ``data`` is either a folder written by ``blendbench generate`` or the name of a release whose
-    tables ship with the package (``v1``, ``mini``): the latter is enough to score fluxes.
+    tables ship with the package (``v1``, ``mini``): the latter is enough to score fluxes. A
+    folder of a frozen release is checked against the shipped release first
+    (:func:`check_frozen_truth`): its spec, test pair table and test truth arrays.
+
+    Raises:
+        ReleaseError: an unknown name, a folder without release.toml, or a frozen release whose
+            test truth differs from the shipped one.
     """
     path = Path(data)
     if (path / "release.toml").is_file():
-        return path, ReleaseInfo.read(path / "release.toml")
+        info = ReleaseInfo.read(path / "release.toml")
+        check_frozen_truth(path, info)
+        return path, info
     committed = committed_dir(str(data)) if str(data) in PRESETS else None
     if committed is not None:
         return committed, ReleaseInfo.read(committed / "release.toml")
@@ -343,3 +368,162 @@ def read_table(folder: Path | str, name: str):
         raise ReleaseError(f"{path}: missing; regenerate the release") from None
     except Exception as err:  # astropy raises many types for a damaged table
         raise ReleaseError(f"{path}: unreadable table ({err}); regenerate the release") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the frozen truth
+
+TABLE_RTOL = 1e-6  # float columns of a regenerated table may differ by this much (relative)
+# test_truth.h5 datasets and the pairs_test.ecsv columns they hold, [central, companion].
+TRUTH_COLUMNS = {
+    "blend_id": ("blend_id",),
+    "flux": ("flux_central", "flux_companion"),
+    "model_flux": ("model_flux_central", "model_flux_companion"),
+    "mag": ("mag_central", "mag_companion"),
+    "r_e": ("r_e_central", "r_e_companion"),
+    "distance_px": ("distance_px",),
+    "morphology": ("morph_central", "morph_companion"),
+}
+
+
+def _shown(value) -> str:
+    return f"{value:.10g}" if isinstance(value, float) else repr(value)
+
+
+def table_difference(mine, ref) -> str | None:
+    """How astropy table ``mine`` differs from ``ref``, or None when they agree.
+
+    Float columns agree within a relative :data:`TABLE_RTOL`, others exactly. The answer names the
+    first differing column and its first differing row (with its ``blend_id`` or
+    ``galaxy_id``).
+    """
+    import numpy as np
+
+    if mine.colnames != ref.colnames:
+        gone = [c for c in ref.colnames if c not in mine.colnames]
+        new = [c for c in mine.colnames if c not in ref.colnames]
+        what = (f"no column {', '.join(gone)}" if gone else
+                f"unexpected column {', '.join(new)}" if new else "columns in another order")
+        return what
+    if len(mine) != len(ref):
+        return f"{len(mine)} rows, expected {len(ref)}"
+    for col in mine.colnames:
+        a, b = np.asarray(mine[col]), np.asarray(ref[col])
+        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+            try:
+                same = np.isclose(a.astype(float), b.astype(float), rtol=TABLE_RTOL, atol=1e-12,
+                                  equal_nan=True)
+            except (TypeError, ValueError):
+                same = np.zeros(len(a), dtype=bool)
+        else:
+            same = a.astype(str) == b.astype(str)
+        if not np.all(same):
+            row = int(np.flatnonzero(~same)[0])
+            key = next((k for k in ("blend_id", "galaxy_id") if k in ref.colnames), None)
+            where = f"row {row}" + (f", {key} {ref[key][row]}" if key else "")
+            return (f"column '{col}' differs in {int(np.sum(~same))} of {len(a)} rows "
+                    f"(first: {where}: {_shown(a[row].item())}, expected "
+                    f"{_shown(b[row].item())})")
+    return None
+
+
+def spec_difference(mine: ReleaseSpec, ref: ReleaseSpec) -> str | None:
+    """The first spec field (``sky_sigma 0.02, expected 0.012``) where two specs differ."""
+    for f in dataclasses.fields(ReleaseSpec):
+        a, b = getattr(mine, f.name), getattr(ref, f.name)
+        if a != b:
+            return f"{f.name} {a!r}, expected {b!r}"
+    return None
+
+
+def truth_arrays_difference(path: Path, table) -> str | None:
+    """How the small datasets of ``test_truth.h5`` (all but the masks) differ from the values of
+    the pair table ``table`` (within a relative :data:`TABLE_RTOL`), or None."""
+    import h5py
+    import numpy as np
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "delta_mag" not in f or f["delta_mag"].shape != (len(table),) or not np.allclose(
+                f["delta_mag"][()], np.asarray(table["mag_central"] - table["mag_companion"]),
+                rtol=TABLE_RTOL, atol=1e-9,
+            ):
+                return "dataset 'delta_mag' missing or not mag_central - mag_companion"
+            for name, cols in TRUTH_COLUMNS.items():
+                if name not in f:
+                    return f"dataset '{name}' missing"
+                ds = f[name]
+                expect = (len(table), *((len(cols),) if len(cols) > 1 else ()))
+                if ds.shape != expect:
+                    return f"dataset '{name}' has shape {ds.shape}, expected {expect}"
+                got = ds[()]
+                ref = np.stack([np.asarray(table[c]) for c in cols], axis=-1).reshape(expect)
+                if name == "morphology":
+                    same = np.asarray(got).astype(str) == ref.astype(str)
+                elif name == "blend_id":
+                    same = np.asarray(got) == ref
+                else:
+                    same = np.isclose(np.asarray(got, dtype=float), ref.astype(float),
+                                      rtol=TABLE_RTOL, atol=1e-12)
+                if not np.all(same):
+                    row = int(np.flatnonzero(~np.asarray(same).reshape(len(table), -1)
+                                             .all(axis=1))[0])
+                    n_bad = int(np.sum(~same))
+                    return (f"dataset '{name}' differs from pairs_test.ecsv in {n_bad} "
+                            f"value{'s' if n_bad > 1 else ''} (first: blend_id "
+                            f"{table['blend_id'][row]})")
+    except OSError as err:
+        return f"unreadable HDF5 ({str(err).splitlines()[0]})"
+    except (AttributeError, TypeError, ValueError) as err:  # a group, a compound, an odd shape
+        return f"truth datasets unreadable ({type(err).__name__}: {str(err)[:100]})"
+    return None
+
+
+def check_frozen_truth(folder: Path | str, info: ReleaseInfo) -> None:
+    """Check a folder of a frozen release against the release shipped with the kit.
+
+    Compares what scores depend on, and only that, so it is fast enough to run before every
+    score: the spec in ``release.toml``, ``pairs_test.ecsv`` (the truth fluxes, magnitudes,
+    sizes, distances and morphologies; byte for byte first, then column by column within a
+    relative :data:`TABLE_RTOL`) and the small datasets of ``test_truth.h5`` (every one but the
+    masks, which ``blendbench verify`` checks). A release whose name is not shipped is left
+    alone.
+
+    Raises:
+        ReleaseError: one line naming the file, what differs and the fix.
+    """
+    from astropy.table import Table
+
+    folder = Path(folder)
+    name = info.spec.name
+    frozen = committed_dir(name) if name in PRESETS else None
+    if frozen is None or frozen.resolve() == folder.resolve():
+        return
+    fix = f"regenerate it with `blendbench generate --release {name} --out DIR`"
+    frozen_info = ReleaseInfo.read(frozen / "release.toml")
+    why = spec_difference(info.spec, frozen_info.spec)
+    if why:
+        raise ReleaseError(f"{folder / 'release.toml'}: not the frozen {name} shipped with "
+                           f"blendbench ({why}); {fix}, or give a release of your own another "
+                           "name")
+    mine, ref = folder / "pairs_test.ecsv", frozen / "pairs_test.ecsv"
+    if not mine.is_file():
+        return  # no test truth here (a copy of the training files): nothing to score against
+    table = None
+    try:
+        same_bytes = mine.read_bytes() == ref.read_bytes()
+    except OSError as err:
+        raise ReleaseError(f"{mine}: cannot be read ({err.strerror}); {fix}") from None
+    if not same_bytes:
+        table = read_table(folder, "pairs_test.ecsv")
+        why = table_difference(table, Table.read(ref, format="ascii.ecsv"))
+        if why:
+            raise ReleaseError(f"{mine}: the test truth differs from the frozen {name} shipped "
+                               f"with blendbench ({why}); {fix}")
+    truth = folder / "test_truth.h5"
+    if truth.is_file():
+        why = truth_arrays_difference(truth, table if table is not None else
+                                       Table.read(ref, format="ascii.ecsv"))
+        if why:
+            raise ReleaseError(f"{truth}: {why}: not the frozen {name} shipped with "
+                               f"blendbench; {fix}")

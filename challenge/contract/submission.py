@@ -35,6 +35,7 @@ DETECTION_CASES = {-1: "nothing detected", 0: "central only", 1: "companion only
 MAX_LISTED = 5  # offending blend ids quoted in a message
 MAX_CHUNK_BYTES = 64 * 2**20  # HDF5 decompresses a whole chunk to read any part of it
 MAX_FLUX = 1e30  # counts; beyond it the metrics overflow (a galaxy of mag -45 at zero point 30)
+MIN_FLUX = 1e-30  # counts; a non-zero value closer to 0 underflows flux / truth (mag ~100)
 
 FORMAT_HELP = """\
 A submission is one prediction file (plus an optional submission.toml next to it).
@@ -196,6 +197,13 @@ def _check_pairs(path: Path, name: str, arr: np.ndarray, ids: np.ndarray, *,
         raise _err(path, name, f"values beyond {MAX_FLUX:g} counts (e.g. "
                    f"{float(arr[bad][np.abs(arr[bad]) > MAX_FLUX][0]):g}) for blend_id "
                    f"{_ids(ids[bad])}", f"write {name} in counts")
+    tiny = (arr != 0) & (np.abs(arr) < MIN_FLUX)
+    bad = tiny.any(axis=1)
+    if bad.any():
+        fix = ("write 1-sigma errors in counts" if positive else
+               "write 0 (or any flux <= 0) for a galaxy you did not detect")
+        raise _err(path, name, f"non-zero values closer to 0 than {MIN_FLUX:g} counts (e.g. "
+                   f"{float(arr[tiny][0]):g}) for blend_id {_ids(ids[bad])}", fix)
     if positive:
         bad = (arr <= 0).any(axis=1)
         if bad.any():

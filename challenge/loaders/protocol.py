@@ -9,9 +9,10 @@ of test blends and returns a dict with
   ``detection``: (n,) int detection case (-1 none, 0 central only, 1 companion only, 2 both,
   3 more than two).
 
-:func:`run_method` feeds a release's test blends through it in batches (optionally in several
-processes), checks every output, times it and writes a submission folder. The reference
-baselines use this same path, so adding a method never means touching the kit::
+:func:`run_method` feeds a release's test blends through it in batches (optionally on Dask
+workers: several processes here, or a cluster), checks every output, times it and writes a
+submission folder. The reference baselines use this same path, so adding a method never means
+touching the kit::
 
     # my_method.py
     import numpy as np
@@ -25,6 +26,7 @@ baselines use this same path, so adding a method never means touching the kit::
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import pickle
@@ -45,7 +47,7 @@ from challenge.contract.errors import BlendbenchError
 from challenge.contract.release import ReleaseInfo, resolve_release
 from challenge.contract.submission import MAX_FLUX
 from challenge.loaders.release import load_release
-from challenge.pipeline.workers import stop_pool, worker_pool
+from challenge.pipeline.workers import Parallel, dask_client, first_line, in_order, n_threads
 
 
 class MethodError(BlendbenchError, ValueError):
@@ -105,12 +107,14 @@ class Batch:
 
 @dataclass
 class RunResult:
-    """Outputs of a whole run, concatenated in test-blend order, and its wall time (s)."""
+    """Outputs of a whole run, concatenated in test-blend order; the wall time (s) of its
+    batches (a cluster's start not included) and the number of workers that ran them."""
 
     blend_id: np.ndarray
     outputs: dict[str, np.ndarray]
     seconds: float
     context: Context
+    workers: int = 1  # worker threads that ran the batches (1: in-process)
 
 
 def load_method(spec: str) -> Callable:
@@ -271,25 +275,64 @@ def _alarm(signum, frame):
     raise _Timeout
 
 
+def _in_thread(method: Callable, batch: Batch, context: Context, timeout: float) -> Any:
+    """``method(batch, context)`` in a thread of its own, abandoned after ``timeout`` s.
+
+    For calls outside the main thread (Dask workers run tasks in threads), where SIGALRM cannot
+    interrupt them: on time out :class:`_Timeout` is raised here and the call is asked to stop
+    (an exception raised in its thread at its next Python instruction); a LocalCluster's worker
+    is then killed with its cluster anyway.
+    """
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["out"] = method(batch, context)
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller's thread
+            box["err"] = err
+            box["tb"] = traceback.format_exc()
+
+    thread = threading.Thread(target=target, name="blendbench-method", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(SystemExit))
+        raise _Timeout
+    if "err" in box:
+        err = box["err"]
+        err.blendbench_traceback = box["tb"]
+        raise err
+    return box["out"]
+
+
 def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
           timeout: float | None = None) -> dict[str, np.ndarray]:
-    """Call the method on one batch (batch ``number``, counted from 1), under ``timeout`` s."""
+    """Call the method on one batch (batch ``number``, counted from 1), under ``timeout`` s.
+
+    In the main thread the timeout is a SIGALRM timer; elsewhere (a Dask worker's thread) the
+    method runs in a thread of its own that is abandoned when the time is up.
+    """
     where = (f"batch {number} (blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])})"
              if number else f"blends {int(batch.blend_id[0])}..{int(batch.blend_id[-1])}")
-    timed = bool(timeout) and threading.current_thread() is threading.main_thread() and hasattr(
-        signal, "setitimer")
+    main = threading.current_thread() is threading.main_thread()
+    timed = bool(timeout) and main and hasattr(signal, "setitimer")
     if timed:
         previous = signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        out = method(batch, context)
+        if timeout and not timed:
+            out = _in_thread(method, batch, context, timeout)
+        else:
+            out = method(batch, context)
     except _Timeout:
         raise MethodError(f"{where}: the method did not return within --timeout {timeout:g} s; "
                           "raise --timeout or make the method faster") from None
     except Exception as err:
         raise MethodError(f"{where}: the method raised {type(err).__name__}: {err} "
                           "(run with --debug for the traceback)",
-                          details=traceback.format_exc()) from None
+                          details=getattr(err, "blendbench_traceback", None)
+                          or traceback.format_exc()) from None
     finally:
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -310,15 +353,19 @@ def run_method(
     method: Callable,
     data: str | Path,
     batch_size: int = 250,
-    workers: int = 1,
+    workers: Parallel = 1,
     progress: Callable[[int], None] | None = None,
     context: Context | None = None,
     timeout: float | None = None,
 ) -> RunResult:
     """Run ``method`` over every test blend of a release; outputs in test-blend order.
 
-    With ``workers > 1`` batches go to that many processes (the method must be picklable); no
-    worker outlives the call. ``timeout``: seconds one call of the method may take.
+    ``workers``: where the batches run (:data:`challenge.pipeline.workers.Parallel`): 1 in this
+    process; N or ``"local:N"`` worker processes of a Dask LocalCluster, none of which outlives
+    the call; ``"tcp://HOST:PORT"`` a running Dask cluster (the method's module must be
+    importable there). The outputs do not depend on it. Batches are read here and sent as they
+    are needed, so memory stays bounded whatever the size of the test set. ``timeout``: seconds
+    one call of the method may take.
 
     Raises:
         MethodError: the method is not picklable for workers, raised (``details`` holds its
@@ -327,18 +374,14 @@ def run_method(
     """
     if timeout is not None and not timeout > 0:
         raise MethodError(f"--timeout {timeout}: give a positive number of seconds per batch")
-    if workers > 1:
-        try:
-            pickle.dumps(method)
-        except Exception as err:
-            raise MethodError(
-                f"{getattr(method, '__qualname__', method)!r} cannot be sent to worker processes "
-                f"({type(err).__name__}: {err}); define the method at module level (not inside "
-                "a function or as a lambda), or run with --workers 1") from None
+    if batch_size < 1:
+        raise MethodError(f"--batch-size {batch_size}: give a number of blends >= 1")
+    if workers is not None and workers != 1:
+        _check_picklable(method)  # before any worker starts
     context = context or release_context(data)
     parts: list[dict[str, np.ndarray]] = []
     ids: list[np.ndarray] = []
-    t0 = time.perf_counter()
+    n_workers = 1
 
     def collect(batch_ids, result):
         ids.append(batch_ids)
@@ -346,31 +389,38 @@ def run_method(
         if progress:
             progress(len(batch_ids))
 
-    if workers > 1:
-        pool = worker_pool(workers)
-        try:
-            futures = [
-                (b.blend_id, pool.submit(_call, method, b, context, k, timeout))
-                for k, b in enumerate(iter_batches(data, batch_size), 1)
-            ]
-            for k, (batch_ids, fut) in enumerate(futures, 1):
+    with dask_client(workers) as client:
+        t0 = time.perf_counter()
+        if client is None:
+            for k, batch in enumerate(iter_batches(data, batch_size), 1):
+                collect(batch.blend_id, _call(method, batch, context, k, timeout))
+        else:
+            n_workers = n_threads(client)
+            method_f, context_f = client.scatter([method, context], broadcast=True, hash=False)
+            blend_ids: dict[int, np.ndarray] = {}
+
+            def tasks():
+                for k, b in enumerate(iter_batches(data, batch_size), 1):
+                    blend_ids[k] = b.blend_id
+                    # sent straight to a worker, not through the scheduler with the task
+                    yield method_f, client.scatter(b, hash=False), context_f, k, timeout
+
+            for (*_, k, _), future in in_order(client, _call, tasks()):
+                batch_ids = blend_ids.pop(k)
                 try:
-                    result = fut.result()
+                    result = future.result()
                 except MethodError:
                     raise
                 except Exception as err:  # a worker died, or the output did not pickle
                     raise MethodError(
-                        f"batch {k} (blends {int(batch_ids[0])}..{int(batch_ids[-1])}): "
-                        f"the worker process failed ({type(err).__name__}: {err}); run with "
-                        "--workers 1 to see the method's own error",
+                        f"batch {k} (blends {int(batch_ids[0])}..{int(batch_ids[-1])}): the "
+                        f"worker failed ({first_line(err)}); run with --workers 1 to see the "
+                        "method's own error",
                         details="".join(traceback.format_exception(err))) from None
                 collect(batch_ids, result)
-        finally:
-            stop_pool(pool)
-    else:
-        for k, batch in enumerate(iter_batches(data, batch_size), 1):
-            collect(batch.blend_id, _call(method, batch, context, k, timeout))
-    seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+    if not parts:
+        raise MethodError(f"{data}: the release holds no test blends; nothing to run")
     keys = set(parts[0])
     for k, p in enumerate(parts, 1):
         if set(p) != keys:
@@ -383,4 +433,15 @@ def run_method(
         except ValueError as err:
             raise MethodError(f"'{key}': the batches' arrays do not stack ({err}); return the "
                               "same shape per blend in every batch") from None
-    return RunResult(np.concatenate(ids), outputs, seconds, context)
+    return RunResult(np.concatenate(ids), outputs, seconds, context, n_workers)
+
+
+def _check_picklable(method: Callable) -> None:
+    """Worker processes import the method by name: it must pickle by reference."""
+    try:
+        pickle.dumps(method)
+    except Exception as err:
+        raise MethodError(
+            f"{getattr(method, '__qualname__', method)!r} cannot be sent to worker processes "
+            f"({type(err).__name__}: {err}); define the method at module level (not inside "
+            "a function or as a lambda), or run with --workers 1") from None

@@ -266,7 +266,8 @@ def load_release(data: str | Path, split: str) -> ReleaseSplit:
         split: ``"train"``, ``"val"`` or ``"test"``.
 
     Raises:
-        ReleaseError: an unknown release or split, or a split the release does not hold.
+        ReleaseError: an unknown release or split, a split the release does not hold, or a
+            folder of a frozen release whose test truth differs from the shipped one.
     """
     if split not in SPLITS:
         raise ReleaseError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from challenge.contract.errors import ReleaseError
 from challenge.contract.release import CUSTOM_SOURCES, MORPHOLOGIES, ReleaseSpec
 from challenge.pipeline.blending import top_up_sigma
 from challenge.pipeline.photometry import TRUTH, flux_to_mag, half_light_radius, measure_central
 from challenge.pipeline.sources.real import RealStamp
 from challenge.pipeline.sources.synthetic import draw_galaxy, render_model, with_clumps
-from challenge.pipeline.workers import stop_pool, worker_pool
+from challenge.pipeline.workers import Parallel, dask_client, in_order
 
 MAX_ATTEMPTS = 50
 Progress = Callable[[int], None]
@@ -136,7 +137,7 @@ def render_galaxies(
     ids: list[int],
     morphologies: list[str],
     first_attempts: list[int] | None = None,
-    workers: int = 1,
+    workers: Parallel = 1,
     progress: Progress | None = None,
     chunk: int = 32,
 ) -> list[IsolatedGalaxy]:
@@ -146,7 +147,9 @@ def render_galaxies(
         spec: the release.
         ids, morphologies: the slots and their morphologies.
         first_attempts: per slot, the draw of its stream to start from (default 0).
-        workers: processes rendering in parallel (the result does not depend on it).
+        workers: where the chunks run (:data:`challenge.pipeline.workers.Parallel`: 1 in this
+            process, N or "local:N" worker processes, "tcp://HOST:PORT", a Dask client); the
+            result does not depend on it.
         progress: called with the number of galaxies finished after each chunk.
         chunk: galaxies per task.
     """
@@ -156,18 +159,13 @@ def render_galaxies(
         for i in range(0, len(ids), chunk)
     ]
     galaxies: list[IsolatedGalaxy] = []
-    if workers > 1:
-        pool = worker_pool(workers)
-        try:
-            for result in pool.map(_render_chunk, tasks):
-                galaxies.extend(result)
-                if progress:
-                    progress(len(result))
-        finally:
-            stop_pool(pool)
-    else:
-        for task in tasks:
-            result = _render_chunk(task)
+    with dask_client(workers) as client:
+        if client is None:
+            results = (_render_chunk(task) for task in tasks)
+        else:
+            results = (future.result() for _, future in in_order(client, _render_chunk,
+                                                                 ((t,) for t in tasks)))
+        for result in results:
             galaxies.extend(result)
             if progress:
                 progress(len(result))
@@ -175,18 +173,28 @@ def render_galaxies(
 
 
 def build_catalogue(
-    spec: ReleaseSpec, workers: int = 1, progress: Progress | None = None, chunk: int = 32
+    spec: ReleaseSpec, workers: Parallel = 1, progress: Progress | None = None, chunk: int = 32
 ) -> ParentCatalogue:
     """Render and measure every parent galaxy of a release.
 
     Args:
         spec: the release.
-        workers: processes rendering in parallel (the result does not depend on it).
+        workers: where the rendering runs (see :func:`render_galaxies`; the result does not
+            depend on it).
         progress: called with the number of galaxies finished after each chunk.
         chunk: galaxies per task.
+
+    Raises:
+        ReleaseError: a synthetic release with fewer than 4 galaxies in its morphology mix.
     """
     if spec.source != "synthetic":
         return _real_catalogue(spec, progress)
+    if (spec.n_galaxies or 0) < 4:
+        raise ReleaseError(
+            f"release {spec.name!r}: {spec.n_galaxies or 0} galaxies in its morphology mix "
+            f"({spec.morphology_counts or 'none'}); a release needs at least 4: give the "
+            "number of galaxies (--galaxies N, the paper's mix of morphologies)"
+        )
     morphs = slot_morphologies(spec)
     ids = list(range(len(morphs)))
     galaxies = render_galaxies(spec, ids, morphs, None, workers, progress, chunk)

@@ -3,9 +3,11 @@
 ``generate_release`` runs the data flow (catalogue -> split -> pairs -> blends) and streams the
 blends to HDF5 in chunks, so a release never sits whole in memory. Everything is written to a
 hidden sibling folder first and renamed into place at the end: a failed or interrupted run leaves
-no half-written release. Every array gets a fingerprint (float64 sums, see :class:`Fingerprint`)
-recorded in ``release.toml``; ``verify_release`` recomputes them and compares, with a float
-tolerance, so a release regenerated on another machine can be checked against the frozen one.
+no half-written release. Every dataset gets a fingerprint (see :class:`Fingerprint`: float64 sums
+that see any changed or swapped pixel for float arrays, SHA-256 for the others) recorded in
+``release.toml``; ``verify_release`` recomputes them and compares, with a float tolerance far
+below the sky noise, so a release regenerated on another machine can be checked against the
+frozen one; it checks every HDF5 attribute against the spec and every table too.
 """
 
 from __future__ import annotations
@@ -28,68 +30,158 @@ from challenge.contract.errors import ReleaseError
 from challenge.contract.release import (
     COMMITTED_TABLES,
     CUSTOM_SOURCES,
+    PRESETS,
     SPLITS,
     ReleaseInfo,
     ReleaseSpec,
     blends_file,
     committed_dir,
     read_table,
+    spec_difference,
+    table_difference,
+    truth_arrays_difference,
 )
-from challenge.pipeline.blending import materialise
 from challenge.pipeline.catalogue import ParentCatalogue, build_catalogue, select_galaxies
+from challenge.pipeline.chunks import write_blends
 from challenge.pipeline.pairs import draw_pairs, has_partner, pair_table
 from challenge.pipeline.sources.instrument import check_instrument, psf_image, with_psf_fwhm
 from challenge.pipeline.sources.synthetic import render_psf
 from challenge.pipeline.split import TEST, TRAIN_VAL, pool_for, split_galaxies
 from challenge.pipeline.tracks import track_catalogue, track_pairs
+from challenge.pipeline.workers import Parallel, dask_client
 
 # (stage, advance, total): called with advance=0 when a stage starts.
 Progress = Callable[[str, int, int], None]
 CHUNK_BLENDS = 16
-FINGERPRINT_RTOL = 1e-6
-FINGERPRINT_KEYS = ("sum", "abs", "sumsq", "wsum", "wabs")
+# Float fingerprints agree when every number differs by at most FINGERPRINT_RTOL times the root
+# sum of squares of the array: the size of float32 rounding differences (a few units in the last
+# place of every value, with random signs), far below the sky noise (v1 images: 3e-4 counts).
+FINGERPRINT_RTOL = 2e-7
+# (item, cell) steps of the Weyl sequences that weight the two ``mix`` sums: the fractional parts
+# of sqrt(2), sqrt(3), sqrt(5) and sqrt(7).
+_MIX_STEPS = ((0.41421356237309503, 0.7320508075688772), (0.2360679774997898, 0.6457513110645907))
+
+
+def _weyl(n: int, step: float) -> np.ndarray:
+    """(n,) float64 weights in [0, 1): the fractional parts of step, 2 step, ..., n step."""
+    return np.remainder(np.arange(1, n + 1, dtype=np.float64) * step, 1.0)
+
+
+def _bits(n: int) -> int:
+    """Number of bits that tell ``n`` indices apart."""
+    return max(n - 1, 0).bit_length()
 
 
 class Fingerprint:
-    """Order-sensitive float64 checksums of an array streamed in blocks along axis 0.
+    """A checksum of an array streamed in blocks along axis 0 (items: blends, galaxies, rows).
 
-    ``sum``, ``sumsq`` and ``wsum`` (a sum weighted by item index and pixel position, so swapped
-    blends or flipped images change it), with ``abs`` and ``wabs`` (the same sums of |x|) that set
-    the tolerance: each number may move by ``FINGERPRINT_RTOL`` times the sum of the magnitudes
-    it adds up, i.e. by what a relative change of 1e-6 in every element could cause.
+    Float arrays get float64 sums with a tolerance (``FINGERPRINT_RTOL``), so a release
+    regenerated on another machine still agrees; each array is seen as items x cells (the
+    pixels of an image, the columns of a row):
+
+    - ``sum`` of all values: any single value that changes by more than the tolerance;
+    - ``items``: for every bit k of the item index, the sum of the items whose index has bit k
+      set; ``cells`` the same for the cell index within an item. Two values swapped between
+      different items (or different cells) differ in at least one such sum by their difference,
+      and the bits that moved name the item (or cell) when one value changed;
+    - ``mix``: two sums with pseudo-random weights (item weight x cell weight, each from a Weyl
+      sequence), for changes that sums of rows and columns cannot see (values moved around a
+      rectangle);
+    - ``sumsq``, which sets the tolerance.
+
+    Integer, boolean and string arrays get the SHA-256 of their bytes (little-endian, C order):
+    any change at all.
+
+    Float items are summed in blocks of :attr:`BLOCK` whatever blocks ``update`` is given, so the
+    numbers do not depend on chunk sizes or workers (not even in the last bit).
     """
+
+    BLOCK = 16
 
     def __init__(self) -> None:
         self.shape: tuple[int, ...] | None = None
         self.dtype = ""
         self.n = 0
-        self._items: dict[str, list[np.ndarray]] = {k: [] for k in FINGERPRINT_KEYS}
+        self._hash = None
+        self._pending: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._sumsq: list[np.ndarray] = []
+        self._mix: list[list[np.ndarray]] = [[] for _ in _MIX_STEPS]
+        self._cols: np.ndarray | None = None
+        self._cell_weights: list[np.ndarray] = []
+
+    @staticmethod
+    def exact(dtype: np.dtype) -> bool:
+        """Whether arrays of ``dtype`` are hashed (not float)."""
+        return np.dtype(dtype).kind not in "fc"
 
     def update(self, block: np.ndarray) -> None:
         block = np.asarray(block)
-        b = block.astype(np.float64).reshape(len(block), -1)
-        item_w = (self.n + np.arange(len(b))) % 1009 + 1.0
-        pix_w = np.arange(b.shape[1]) % 97 + 1.0
-        a = np.abs(b)
-        # Per-item sums, added up exactly (math.fsum) at the end: the result does not depend on
-        # how the array was cut into blocks.
-        self._items["sum"].append(b.sum(axis=1))
-        self._items["abs"].append(a.sum(axis=1))
-        self._items["sumsq"].append(np.einsum("ij,ij->i", b, b))
-        self._items["wsum"].append(item_w * (b @ pix_w))
-        self._items["wabs"].append(item_w * (a @ pix_w))
-        self.shape = (self.n + len(block), *block.shape[1:])
         self.dtype = str(block.dtype)
+        if self.exact(block.dtype):
+            import hashlib
+
+            if self._hash is None:
+                self._hash = hashlib.sha256()
+            data = block.astype(block.dtype.newbyteorder("<"), copy=False)
+            self._hash.update(np.ascontiguousarray(data).tobytes())
+        else:
+            self._pending.append(block.reshape(len(block), math.prod(block.shape[1:])))
+            if sum(map(len, self._pending)) >= self.BLOCK:
+                self._sum_pending(whole_blocks_only=True)
+        self.shape = (self.n + len(block), *block.shape[1:])
         self.n += len(block)
 
+    def _sum_pending(self, whole_blocks_only: bool) -> None:
+        """Add the pending items to the sums, BLOCK items at a time."""
+        pending = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        stop = len(pending) - len(pending) % self.BLOCK if whole_blocks_only else len(pending)
+        self._pending = [pending[stop:]] if stop < len(pending) else []
+        if not self._cell_weights:
+            self._cell_weights = [_weyl(pending.shape[1], step) for _, step in _MIX_STEPS]
+        for start in range(0, stop, self.BLOCK):
+            b = pending[start : min(start + self.BLOCK, stop)].astype(np.float64)
+            self._rows.append(b.sum(axis=1))
+            self._sumsq.append(np.einsum("ij,ij->i", b, b))
+            cols = b.sum(axis=0)
+            self._cols = cols if self._cols is None else self._cols + cols
+            for weights, sums in zip(self._cell_weights, self._mix, strict=True):
+                sums.append(np.einsum("ij,j->i", b, weights))
+
     def to_dict(self) -> dict[str, Any]:
-        sums = {k: math.fsum(np.concatenate(v)) if v else 0.0 for k, v in self._items.items()}
-        return {"shape": list(self.shape or ()), "dtype": self.dtype, **sums}
+        head: dict[str, Any] = {"shape": list(self.shape or ()), "dtype": self.dtype}
+        if self.exact(self.dtype or "u1"):
+            import hashlib
+
+            return {**head, "sha256": (self._hash or hashlib.sha256()).hexdigest()}
+        if self._pending:
+            self._sum_pending(whole_blocks_only=False)
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0)
+        cols = self._cols if self._cols is not None else np.zeros(0)
+
+        def bit_sums(values: np.ndarray, n: int) -> list[float]:
+            index = np.arange(len(values))
+            return [math.fsum(values[(index >> k) & 1 == 1]) for k in range(_bits(n))]
+
+        return {
+            **head,
+            "sum": math.fsum(rows),
+            "sumsq": math.fsum(np.concatenate(self._sumsq)) if self._sumsq else 0.0,
+            "items": bit_sums(rows, len(rows)),
+            "cells": bit_sums(cols, len(cols)) if len(rows) else [],
+            "mix": [
+                math.fsum(_weyl(len(rows), item_step) * np.concatenate(m)) if m else 0.0
+                for (item_step, _), m in zip(_MIX_STEPS, self._mix, strict=True)
+            ],
+        }
 
     @classmethod
     def of(cls, dataset, chunk: int = 256) -> Fingerprint:
         """Fingerprint of an HDF5 dataset (or array), read ``chunk`` items at a time."""
         fp = cls()
+        if len(dataset.shape) == 0:
+            fp.update(np.asarray(dataset[()]).reshape(1))
+            return fp
         for start in range(0, dataset.shape[0], chunk):
             fp.update(dataset[start : start + chunk])
         if dataset.shape[0] == 0:
@@ -97,16 +189,65 @@ class Fingerprint:
         return fp
 
 
+def _one_change(deltas: list[float], dsum: float, tol: float) -> int | None:
+    """The index whose bits moved, when the bit-sum changes spell one changed value, else None.
+
+    One value changed by d at index i moves the sum by d and the sum of bit k by d exactly when
+    bit k of i is set.
+    """
+    if not all(abs(d) <= tol or abs(d - dsum) <= tol for d in deltas):
+        return None
+    return sum(1 << k for k, d in enumerate(deltas) if abs(d) > tol)
+
+
 def fingerprints_differ(got: dict[str, Any], expected: dict[str, Any]) -> str | None:
-    """Why two fingerprint dicts differ, or None when they agree within tolerance."""
+    """Why two fingerprint dicts differ, or None when they agree within tolerance.
+
+    The answer names the first number that differs and, when one value changed, its item
+    (blend) and cell (flat pixel index) positions.
+    """
     if list(got["shape"]) != list(expected["shape"]):
         return f"shape {tuple(got['shape'])}, expected {tuple(expected['shape'])}"
     if got["dtype"] != expected["dtype"]:
         return f"dtype {got['dtype']}, expected {expected['dtype']}"
-    for key, scale in (("sum", "abs"), ("sumsq", "sumsq"), ("wsum", "wabs")):
-        tol = FINGERPRINT_RTOL * max(got[scale], expected[scale]) + 1e-12
-        if abs(got[key] - expected[key]) > tol:
-            return f"{key} {got[key]:.10g}, expected {expected[key]:.10g}"
+    if "sha256" in got or "sha256" in expected:
+        if got.get("sha256") != expected.get("sha256"):
+            return "content differs (SHA-256)"
+        return None
+    if "items" not in expected:
+        return "fingerprint in an older format; regenerate the release with this blendbench"
+    scale = math.sqrt(max(float(got["sumsq"]), float(expected["sumsq"]), 0.0))
+    tol = FINGERPRINT_RTOL * scale + 1e-12
+    dsum = float(got["sum"]) - float(expected["sum"])
+    deltas, moved = {}, {}
+    for key in ("items", "cells"):
+        a, b = list(got[key]), list(expected[key])
+        if len(a) != len(b):
+            return f"{len(a)} {key} sums, expected {len(b)}"
+        deltas[key] = [x - y for x, y in zip(a, b, strict=True)]
+        moved[key] = [abs(d) > tol for d in deltas[key]]
+    if abs(dsum) > tol:
+        item = _one_change(deltas["items"], dsum, tol)
+        cell = _one_change(deltas["cells"], dsum, tol)
+        where = ""
+        cells = tuple(got["shape"][1:]) or (1,)
+        if item is not None and cell is not None and item < got["shape"][0] and cell < math.prod(
+            cells
+        ):
+            index = (item, *np.unravel_index(cell, cells))
+            index = index[: len(got["shape"])]
+            where = f", one value changed at index {tuple(int(i) for i in index)}"
+        return f"values changed (sum {got['sum']:.12g}, expected {expected['sum']:.12g}{where})"
+    for key in ("items", "cells"):
+        if any(moved[key]):
+            k = moved[key].index(True)
+            return (f"values moved between {key} (sum over the {key} with index bit {k}: "
+                    f"{got[key][k]:.12g}, expected {expected[key][k]:.12g})")
+    for k, (x, y) in enumerate(zip(got["mix"], expected["mix"], strict=True)):
+        if abs(x - y) > tol:
+            return f"values moved (weighted sum {k}: {x:.12g}, expected {y:.12g})"
+    if abs(float(got["sumsq"]) - float(expected["sumsq"])) > 4 * FINGERPRINT_RTOL * scale**2:
+        return f"sum of squares {got['sumsq']:.12g}, expected {expected['sumsq']:.12g}"
     return None
 
 
@@ -168,13 +309,27 @@ def _write_table(table: Table, path: Path) -> None:
     table.write(path, format="ascii.ecsv", overwrite=True)
 
 
-def _h5_attrs(f: h5py.File, spec: ReleaseSpec, split: str) -> None:
-    f.attrs["release"] = spec.name
-    f.attrs["version"] = spec.version
-    f.attrs["split"] = split
-    f.attrs["pixel_scale"] = spec.pixel_scale
-    f.attrs["zero_point"] = spec.zero_point
-    f.attrs["sky_sigma"] = spec.sky_sigma
+def h5_attributes(spec: ReleaseSpec, fname: str, noiseless: bool = True) -> dict[str, Any]:
+    """The attributes of the release's HDF5 file ``fname`` (``galaxies.h5``, ``train.h5``...),
+    all from the spec: written by ``generate``, checked by ``verify``."""
+    split = "all" if fname == "galaxies.h5" else "test" if fname.startswith("test_") else (
+        fname.removesuffix(".h5"))
+    attrs: dict[str, Any] = {
+        "release": spec.name,
+        "version": spec.version,
+        "split": split,
+        "pixel_scale": spec.pixel_scale,
+        "zero_point": spec.zero_point,
+        "sky_sigma": spec.sky_sigma,
+    }
+    if fname == "galaxies.h5":
+        attrs["noiseless"] = noiseless
+    return attrs
+
+
+def _h5_attrs(f: h5py.File, spec: ReleaseSpec, noiseless: bool = True) -> None:
+    for key, value in h5_attributes(spec, Path(f.filename).name, noiseless).items():
+        f.attrs[key] = value
 
 
 def _dataset(f: h5py.File, name: str, shape: tuple[int, ...], dtype, compress: bool = True):
@@ -200,11 +355,10 @@ def _write_small(f: h5py.File, name: str, data: np.ndarray, prints: dict[str, di
 
 def _write_galaxies_h5(path: Path, spec: ReleaseSpec, cat: ParentCatalogue, prints: dict) -> None:
     with h5py.File(path, "w") as f:
-        _h5_attrs(f, spec, "all")
+        _h5_attrs(f, spec, noiseless=cat.noise_var is None)
         _write_small(f, "galaxy_id", np.asarray(cat.table["galaxy_id"], np.int64), prints)
         psf = psf_image(spec) if spec.source in CUSTOM_SOURCES else render_psf(spec)
         _write_small(f, "psf", psf, prints)
-        f.attrs["noiseless"] = cat.noise_var is None
         if cat.noise_var is not None:
             _write_small(f, "noise_var", cat.noise_var, prints)
         for name, arr in (("stamps", cat.stamps), ("masks", cat.masks)):
@@ -226,8 +380,10 @@ def _write_split(
     chunk_size: int,
     prints: dict[str, dict],
     progress: Progress | None,
+    workers: Parallel = 1,
 ) -> None:
-    """Materialise a split's blends chunk by chunk into its HDF5 file(s)."""
+    """Materialise a split's blends chunk by chunk into its HDF5 file(s) (``workers``: where the
+    chunks are made, see :func:`challenge.pipeline.chunks.write_blends`)."""
     n = len(pairs)
     size = spec.stamp_size
     row_of = {int(g): i for i, g in enumerate(cat.table["galaxy_id"])}
@@ -246,7 +402,7 @@ def _write_split(
     handles = {p: h5py.File(p, "w") for p in set(files.values())}
     try:
         for f in handles.values():
-            _h5_attrs(f, spec, split)
+            _h5_attrs(f, spec)
         img_f, truth_f = handles[files["images"]], handles[files["truth"]]
         _write_small(img_f, "blend_id", blend_id, prints)
         if truth_f is not img_f:
@@ -260,37 +416,21 @@ def _write_split(
             ):
                 arr = np.column_stack([pairs[c] for c in cols]).astype(np.float64)
                 _write_small(truth_f, name, arr, prints)
-            truth_f.create_dataset(
-                "delta_mag",
-                data=np.asarray(pairs["mag_central"] - pairs["mag_companion"], dtype=np.float64),
-            )
-            truth_f.create_dataset("distance_px", data=np.asarray(pairs["distance_px"], np.float64))
+            delta_mag = np.asarray(pairs["mag_central"] - pairs["mag_companion"], np.float64)
+            _write_small(truth_f, "delta_mag", delta_mag, prints)
+            _write_small(truth_f, "distance_px", np.asarray(pairs["distance_px"], np.float64),
+                         prints)
             morph = np.column_stack([pairs["morph_central"], pairs["morph_companion"]])
-            truth_f.create_dataset("morphology", data=morph.astype("S10"))
+            _write_small(truth_f, "morphology", morph.astype("S10"), prints)
         images = _dataset(img_f, "images", (n, size, size), np.float32)
         masks = _dataset(truth_f, "masks", (n, 2, size, size), np.uint8)
-        fp_img, fp_mask = Fingerprint(), Fingerprint()
         if progress:
             progress(split, 0, n)
-        for start in range(0, n, chunk_size):
-            sl = slice(start, min(start + chunk_size, n))
-            imgs, msks = materialise(
-                cat.stamps,
-                cat.masks,
-                rows_c[sl],
-                rows_k[sl],
-                np.asarray(pairs["dx"][sl]),
-                np.asarray(pairs["dy"][sl]),
-                np.asarray(pairs["noise_seed"][sl]),
-                spec.sky_sigma,
-                cat.noise_var,
-            )
-            images[sl] = imgs
-            masks[sl] = msks
-            fp_img.update(imgs)
-            fp_mask.update(msks)
-            if progress:
-                progress(split, len(imgs), n)
+        fp_img, fp_mask = write_blends(
+            images, masks, cat.stamps, cat.masks, cat.noise_var, spec.sky_sigma, rows_c, rows_k,
+            np.asarray(pairs["dx"]), np.asarray(pairs["dy"]), np.asarray(pairs["noise_seed"]),
+            chunk_size, workers, (lambda k: progress(split, k, n)) if progress else None,
+        )
         prints[_key(img_f, "images")] = fp_img.to_dict()
         prints[_key(truth_f, "masks")] = fp_mask.to_dict()
     finally:
@@ -374,7 +514,7 @@ def generate_release(
     spec: ReleaseSpec,
     out: Path | str,
     chunk_size: int = 256,
-    workers: int = 1,
+    workers: Parallel = 1,
     progress: Progress | None = None,
 ) -> Path:
     """Generate the release ``spec`` into the new folder ``out``; returns ``out``.
@@ -382,10 +522,23 @@ def generate_release(
     Args:
         spec: the release to make (``challenge.contract.release.preset("v1")`` for the frozen one).
         out: a folder that does not exist yet (or is empty).
-        chunk_size: blends materialised and written per step (does not change the result).
-        workers: processes rendering galaxies (does not change the result).
+        chunk_size: blends materialised and written per task (does not change the result).
+        workers: where galaxies and blend chunks are made (does not change the result): 1 in
+            this process, N or "local:N" worker processes, "tcp://HOST:PORT" a Dask cluster, or
+            a Dask client (see :mod:`challenge.pipeline.workers`).
         progress: optional callback ``(stage, advance, total)``.
     """
+    with dask_client(workers) as client:
+        return _generate_release(spec, out, chunk_size, client or 1, progress)
+
+
+def _generate_release(
+    spec: ReleaseSpec,
+    out: Path | str,
+    chunk_size: int,
+    workers: Parallel,
+    progress: Progress | None,
+) -> Path:
     out = Path(out)
     tmp = _prepare_output(out)
     unpaired: dict[str, list[str]] = {}
@@ -428,7 +581,7 @@ def generate_release(
                 pairs = pair_table(cat.table, draws, first_id)
             first_id += len(pairs)
             _write_table(pairs, tmp / f"pairs_{split}.ecsv")
-            _write_split(tmp, spec, split, pairs, cat, chunk_size, prints, progress)
+            _write_split(tmp, spec, split, pairs, cat, chunk_size, prints, progress, workers)
         counts = {
             "galaxies": len(cat.table),
             "test_galaxies": int(np.sum(np.asarray(cat.table["split"]) == "test")),
@@ -471,84 +624,153 @@ class VerifyReport:
         return not self.problems
 
 
-def _compare_tables(mine: Table, ref: Table, name: str, report: VerifyReport) -> None:
-    if mine.colnames != ref.colnames or len(mine) != len(ref):
-        report.problems.append(
-            f"{name}: columns/rows {mine.colnames}x{len(mine)} differ from the frozen "
-            f"{ref.colnames}x{len(ref)}"
-        )
-        return
-    for col in mine.colnames:
-        a, b = np.asarray(mine[col]), np.asarray(ref[col])
-        if a.dtype.kind == "f":
-            same = np.allclose(a, b, rtol=1e-5, atol=1e-9, equal_nan=True)
-        else:
-            same = np.array_equal(a.astype(str), b.astype(str))
+def _attribute_problems(f: h5py.File, fname: str, expected: dict[str, Any]) -> list[str]:
+    got = dict(f.attrs)
+    problems = []
+    for key, value in expected.items():
+        if key not in got:
+            problems.append(f"{fname}: attribute '{key}' missing (expected {value!r})")
+            continue
+        have = got[key]
+        have = have.decode() if isinstance(have, bytes) else have
+        have = have.item() if isinstance(have, np.generic) else have
+        try:
+            same = bool(np.asarray(have == value).all()) and np.ndim(have) == 0
+        except (TypeError, ValueError):
+            same = False
         if not same:
-            report.problems.append(f"{name}: column '{col}' differs from the frozen table")
-    report.checked.append(name)
+            problems.append(f"{fname}: attribute '{key}' is {have!r}, expected {value!r}")
+    problems += [f"{fname}: unexpected attribute '{k}'" for k in got if k not in expected]
+    return [p + "; regenerate the release" for p in problems]
+
+
+def _check_file(folder: Path, fname: str, datasets: dict[str, list[dict]], spec: ReleaseSpec,
+                noiseless: bool, report: VerifyReport, extra_ok: bool = False) -> None:
+    """Fingerprint every dataset of one HDF5 file and check its attributes against the spec.
+
+    ``datasets``: {dataset: [(where, expected fingerprint), ...]}, compared in that order; any
+    other object in the file is a problem unless ``extra_ok``.
+    """
+    path = folder / fname
+    try:
+        with h5py.File(path, "r") as f:
+            report.problems += _attribute_problems(f, fname, h5_attributes(spec, fname, noiseless))
+            if not extra_ok:
+                report.problems += [f"{fname}: unexpected object '{name}'; regenerate the release"
+                                    for name in f if name not in datasets]
+            for dname, expectations in datasets.items():
+                if dname not in f or not isinstance(f[dname], h5py.Dataset):
+                    report.problems.append(
+                        f"{fname}: dataset '{dname}' missing; regenerate the release"
+                    )
+                    continue
+                got = Fingerprint.of(f[dname]).to_dict()
+                for where, expected in expectations:
+                    try:
+                        why = fingerprints_differ(got, expected)
+                    except (KeyError, TypeError, ValueError, IndexError):
+                        why = "its fingerprint in release.toml is malformed"
+                    if why:
+                        report.problems.append(
+                            f"{fname}: array '{dname}' differs from {where} ({why}); "
+                            "regenerate the release"
+                        )
+                        break
+                report.checked.append(f"{fname}:{dname}")
+    except FileNotFoundError:
+        report.problems.append(f"{fname}: file missing; regenerate the release")
+    except OSError as err:
+        report.problems.append(
+            f"{fname}: unreadable HDF5 ({str(err).splitlines()[0]}); regenerate the release"
+        )
 
 
 def verify_release(folder: Path | str) -> VerifyReport:
-    """Recompute every array's fingerprint and compare tables with the frozen ones.
+    """Recompute every array's fingerprint, check every attribute, compare the tables.
 
-    Compares against the folder's own ``release.toml`` and, for a frozen preset whose tables ship
-    with the kit (v1, mini), against those committed tables and fingerprints too.
+    Compares against the folder's own ``release.toml`` and, for a frozen release whose tables
+    ship with the kit (v1, mini, the shift tracks, cosmos-example), against the shipped
+    fingerprints and tables too; the truth datasets of ``test_truth.h5`` must hold the values of
+    ``pairs_test.ecsv``. A file that is missing or unreadable is reported once.
     """
     folder = Path(folder)
     info = ReleaseInfo.read(folder / "release.toml")
     report = VerifyReport()
-    frozen = committed_dir(info.spec.name)
+    name = info.spec.name
+    frozen = committed_dir(name) if name in PRESETS else None
     frozen_info = ReleaseInfo.read(frozen / "release.toml") if frozen else None
-    if frozen_info is not None and frozen_info.spec != info.spec:
-        report.problems.append(
-            f"release.toml: spec of {info.spec.name!r} differs from the frozen release's"
-        )
-    broken_files: set[str] = set()  # a missing or unreadable file is reported once
-    for key, expected in info.fingerprints.items():
-        fname, dname = key.split(":", 1)
-        if fname in broken_files:
-            continue
-        path = folder / fname
-        try:
-            with h5py.File(path, "r") as f:
-                got = Fingerprint.of(f[dname]).to_dict()
-        except FileNotFoundError:
-            broken_files.add(fname)
-            report.problems.append(f"{fname}: file missing; regenerate the release")
-            continue
-        except KeyError:
-            report.problems.append(f"{fname}: dataset '{dname}' missing; regenerate the release")
-            continue
-        except OSError as err:
-            broken_files.add(fname)
-            report.problems.append(
-                f"{fname}: unreadable HDF5 ({str(err).splitlines()[0]}); regenerate the release"
-            )
-            continue
-        why = fingerprints_differ(got, expected)
+    if frozen_info is not None:
+        why = spec_difference(info.spec, frozen_info.spec)
         if why:
-            report.problems.append(f"{fname}: array '{dname}' differs from release.toml ({why})")
-        elif frozen_info is not None and key in frozen_info.fingerprints:
-            why = fingerprints_differ(got, frozen_info.fingerprints[key])
-            if why:
-                report.problems.append(
-                    f"{fname}: array '{dname}' differs from the frozen {info.spec.name} ({why})"
-                )
-        report.checked.append(key)
+            report.problems.append(
+                f"release.toml: spec of {name!r} differs from the frozen release's ({why})"
+            )
+    by_file: dict[str, dict[str, list]] = {}
+    frozen_prints = frozen_info.fingerprints if frozen_info is not None else {}
+    # Fingerprints of an older blendbench (sums of |x|, no per-pixel sums) are not compared: a
+    # frozen release is checked against the shipped ones, any other release must be regenerated.
+    older = [k for k, fp in info.fingerprints.items() if isinstance(fp, dict) and "wsum" in fp]
+    if older and not frozen_prints:
+        report.problems.append(
+            "release.toml: fingerprints written by an older blendbench, which missed single "
+            "changed pixels; regenerate the release to verify it"
+        )
+    for key in sorted(set(info.fingerprints) | set(frozen_prints)):
+        if ":" not in key:
+            report.problems.append(f"release.toml: fingerprint key {key!r} is not FILE:DATASET; "
+                                   "regenerate the release")
+            continue
+        fname, dname = key.split(":", 1)
+        expectations = []
+        own = info.fingerprints.get(key)
+        if own is not None and key not in older:
+            expectations.append(("release.toml", own))
+        if key in frozen_prints:
+            expectations.append((f"the frozen {name}", frozen_prints[key]))
+        by_file.setdefault(fname, {})[dname] = expectations
+    keys = set(info.fingerprints) | set(frozen_prints)
+    for fname, datasets in by_file.items():
+        _check_file(folder, fname, datasets, info.spec, "galaxies.h5:noise_var" not in keys,
+                    report, extra_ok=bool(older) and not frozen_prints)
+    pairs_test = None
     if frozen is not None:
-        for name in COMMITTED_TABLES:
-            if not (frozen / name).is_file():
+        for table_name in COMMITTED_TABLES:
+            if not (frozen / table_name).is_file():
                 continue  # a shift track ships its test tables only
             try:
-                mine = Table.read(folder / name, format="ascii.ecsv")
+                mine = Table.read(folder / table_name, format="ascii.ecsv")
             except FileNotFoundError:
-                report.problems.append(f"{name}: table missing; regenerate the release")
+                report.problems.append(f"{table_name}: table missing; regenerate the release")
                 continue
             except Exception as err:  # astropy raises many types for a damaged table
-                report.problems.append(f"{name}: unreadable table ({err}); regenerate the release")
+                first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                report.problems.append(
+                    f"{table_name}: unreadable table ({first}); regenerate the release"
+                )
                 continue
-            _compare_tables(mine, Table.read(frozen / name, format="ascii.ecsv"), name, report)
+            why = table_difference(mine, Table.read(frozen / table_name, format="ascii.ecsv"))
+            if why:
+                report.problems.append(
+                    f"{table_name}: differs from the frozen {name} ({why}); regenerate the release"
+                )
+            report.checked.append(table_name)
+            if table_name == "pairs_test.ecsv":
+                pairs_test = mine
+    elif (folder / "pairs_test.ecsv").is_file():
+        try:
+            pairs_test = Table.read(folder / "pairs_test.ecsv", format="ascii.ecsv")
+        except Exception as err:  # astropy raises many types for a damaged table
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            report.problems.append(
+                f"pairs_test.ecsv: unreadable table ({first}); regenerate the release"
+            )
+    truth = folder / "test_truth.h5"
+    broken = any(p.startswith("test_truth.h5: file missing") or
+                 p.startswith("test_truth.h5: unreadable") for p in report.problems)
+    if pairs_test is not None and truth.is_file() and not broken:
+        why = truth_arrays_difference(truth, pairs_test)
+        if why:
+            report.problems.append(f"test_truth.h5: {why}; regenerate the release")
     return report
 
 

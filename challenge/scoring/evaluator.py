@@ -143,7 +143,8 @@ class Evaluator:
         seed: bootstrap seed.
 
     Raises:
-        ReleaseError: an unknown release or truth kind.
+        ReleaseError: an unknown release or truth kind, or a folder of a frozen release whose
+            test truth differs from the shipped one (the message names the file and the fix).
     """
 
     def __init__(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
-from challenge.contract.release import ReleaseSpec
+from challenge.contract.release import MORPHOLOGIES, PRESETS, ReleaseSpec
 
 SERSIC_N_GRID = (3.0, 3.5, 4.0, 4.5, 5.0)
 SIZE_FACTOR = {"bulge": 0.4, "disc": 1.25, "bulge+disc": 0.9, "irregular": 1.2}
@@ -42,6 +42,26 @@ PSF_LAMBDA_NM = {"wfc3-f160w": WFC3_F160W_LAMBDA_NM, "acs-f814w": ACS_F814W_LAMB
 # Clumpy track: every galaxy puts this fraction of its flux into this many knots.
 CLUMP_FRACTION = (0.3, 0.6)
 CLUMP_COUNT = (20, 60)
+
+
+# The paper's parent sample (1,919 galaxies): the morphology mix of v1 and of custom releases.
+PAPER_MIX = dict(PRESETS["v1"].morphology_counts)
+
+
+def paper_mix(n_galaxies: int) -> dict[str, int]:
+    """The paper's morphology mix scaled to ``n_galaxies`` (counts summing to it exactly).
+
+    Largest-remainder rounding, ties in the order of ``MORPHOLOGIES``: 1,919 gives the paper's own
+    352 bulge, 433 disc, 702 bulge+disc and 432 irregular galaxies.
+    """
+    total = sum(PAPER_MIX.values())
+    exact = {m: n_galaxies * PAPER_MIX[m] / total for m in MORPHOLOGIES}
+    counts = {m: int(exact[m]) for m in MORPHOLOGIES}
+    by_remainder = sorted(MORPHOLOGIES, key=lambda m: (-(exact[m] - counts[m]),
+                                                       MORPHOLOGIES.index(m)))
+    for m in by_remainder[: n_galaxies - sum(counts.values())]:
+        counts[m] += 1
+    return counts
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,174 @@
+"""Scaling out on Dask: blends per second against workers, and a large custom release.
+
+Run with ``python -m pytest tests/benchmarks/test_dask_speed.py --benchmarks -s``. Each test
+prints its figures and records them in ``benchmark.extra_info``:
+
+- generation and ``run`` (sep) with 1 worker (this process), a 1-worker and a 2-worker
+  LocalCluster; each setting first makes and runs a small warm-up release (imports, GalSim's
+  profile tables), and the clusters are started before the clock starts (start and warm-up
+  times are printed too). Parallel efficiency at 2 workers is
+  T(1 worker, in-process) / (2 T(2 workers));
+- a custom synthetic release of ``BLENDBENCH_BENCH_BLENDS`` blends (default 100,000: 80% train,
+  10% val, 10% test; 1,919 galaxies) on ``local:2``: wall time, peak memory of the command's
+  process and of each worker process, size on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import time
+
+import pytest
+
+from challenge.contract.release import ReleaseSpec
+from challenge.pipeline.files import generate_release
+from challenge.pipeline.sources.synthetic import paper_mix
+
+BENCH = ReleaseSpec(
+    name="bench",
+    seed=5,
+    morphology_counts=paper_mix(200),
+    n_blends={"train": 4_000, "val": 500, "test": 2_000},
+)
+N_BLENDS = sum(BENCH.n_blends.values())
+# Made first on each setting, untimed: imports and GalSim's profile tables in every process.
+WARM_UP = ReleaseSpec(
+    name="warm", seed=6, morphology_counts=paper_mix(40),
+    n_blends={"train": 64, "val": 16, "test": 32},
+)
+TIMES: dict[str, dict[str, float]] = {}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _warm_up(workers, folder) -> float:
+    """Seconds to make and run on the small warm-up release with ``workers``."""
+    from baselines.sep_baseline import sep_method
+    from challenge.loaders.protocol import run_method
+
+    t0 = time.perf_counter()
+    generate_release(WARM_UP, folder, workers=workers)
+    run_method(sep_method, folder, 16, workers)
+    return time.perf_counter() - t0
+
+
+def _clusters(folder):
+    """(n, client) of a warmed-up LocalCluster of n = 1, then 2 worker processes, as the
+    kit starts them (``--scheduler local:N``)."""
+    from challenge.pipeline.workers import dask_client
+
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        with dask_client(f"local:{n}") as client:
+            started = time.perf_counter() - t0
+            warm = _warm_up(client, folder / f"warm-{n}-{time.monotonic_ns()}")
+            TIMES[f"local:{n} start"] = {"cluster_start_s": started, "warm_up_s": warm}
+            yield n, client
+
+
+def _timed_generation(out, workers) -> dict[str, float]:
+    marks: dict[str, float] = {}
+
+    def progress(stage, advance, total):
+        marks.setdefault(stage, time.perf_counter())
+
+    t0 = time.perf_counter()
+    generate_release(BENCH, out, workers=workers, progress=progress)
+    t1 = time.perf_counter()
+    blends = t1 - marks["train"]
+    return {"total_s": t1 - t0, "galaxies_s": marks["train"] - t0, "blends_s": blends,
+            "blends_per_s": N_BLENDS / blends}
+
+
+@pytest.fixture(scope="module")
+def bench_release(tmp_path_factory):
+    """The benchmark release, made in this process (its timing is the 1-worker reference)."""
+    folder = tmp_path_factory.mktemp("bench")
+    TIMES["in-process start"] = {"warm_up_s": _warm_up(1, folder / "warm")}
+    TIMES["generate in-process"] = _timed_generation(folder / "one", 1)
+    return folder / "one"
+
+
+def _efficiency(one: float, two: float) -> float:
+    return one / (2 * two)
+
+
+def test_generate_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
+    for n, client in _clusters(tmp_path):
+        if n == 2:
+            TIMES["generate local:2"] = benchmark.pedantic(
+                _timed_generation, args=(tmp_path / "two", client), rounds=1, iterations=1
+            )
+        else:
+            TIMES["generate local:1"] = _timed_generation(tmp_path / "one", client)
+    one, two = TIMES["generate in-process"], TIMES["generate local:2"]
+    figures = {
+        **{f"{k} {m}": v[m] for k, v in TIMES.items() if k.startswith("generate")
+           for m in ("total_s", "galaxies_s", "blends_per_s")},
+        "efficiency_2_workers_total": _efficiency(one["total_s"], two["total_s"]),
+        "efficiency_2_workers_blends": _efficiency(one["blends_s"], two["blends_s"]),
+        **{f"{k} {m}": v for k, d in TIMES.items() if k.endswith("start") for m, v in d.items()},
+    }
+    benchmark.extra_info.update(figures)
+    print()
+    for key, value in figures.items():
+        print(f"  {key}: {value:.3f}")
+
+
+def test_run_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
+    from baselines.sep_baseline import sep_method
+    from challenge.loaders.protocol import run_method
+
+    seconds = {"in-process": run_method(sep_method, bench_release, batch_size=250).seconds}
+    for n, client in _clusters(tmp_path):
+        if n == 2:
+            result = benchmark.pedantic(run_method, args=(sep_method, bench_release, 250, client),
+                                        rounds=1, iterations=1)
+        else:
+            result = run_method(sep_method, bench_release, 250, client)
+        seconds[f"local:{n}"] = result.seconds
+    n_test = BENCH.n_blends["test"]
+    figures = {
+        **{f"run {k} blends_per_s": n_test / s for k, s in seconds.items()},
+        "efficiency_2_workers": _efficiency(seconds["in-process"], seconds["local:2"]),
+    }
+    benchmark.extra_info.update(figures)
+    print()
+    for key, value in figures.items():
+        print(f"  {key}: {value:.3f}")
+
+
+def test_large_custom_release(benchmark, tmp_path):
+    from challenge.pipeline.workers import dask_client
+
+    n = int(os.environ.get("BLENDBENCH_BENCH_BLENDS", "100000"))
+    spec = ReleaseSpec(
+        name="large",
+        seed=9,
+        morphology_counts=paper_mix(1919),
+        n_blends={"train": n - 2 * (n // 10), "val": n // 10, "test": n // 10},
+    )
+    out = tmp_path / "large"
+    with dask_client("local:2") as client:
+        benchmark.pedantic(generate_release, args=(spec, out, 256, client), rounds=1,
+                           iterations=1)
+        workers_mb = sorted(
+            rss / 1024 for rss in client.run(
+                lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values()
+        )
+    size_gb = sum(p.stat().st_size for p in out.iterdir()) / 2**30
+    figures = {
+        "blends": n,
+        "wall_s": benchmark.stats["mean"],
+        "blends_per_s": n / benchmark.stats["mean"],
+        "client_peak_rss_mb": _peak_rss_mb(),
+        "worker_peak_rss_mb": workers_mb,
+        "size_gib": size_gb,
+    }
+    benchmark.extra_info.update(figures)
+    print(f"\n  {figures}")
+    shutil.rmtree(out)

@@ -1,0 +1,284 @@
+"""Dask: custom synthetic releases, and the same release and predictions on any cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from astropy.table import Table
+from typer.testing import CliRunner
+
+from challenge.cli import app
+from challenge.contract.release import ReleaseInfo, ReleaseSpec
+from challenge.pipeline.files import generate_release
+from challenge.pipeline.sources.synthetic import PAPER_MIX, paper_mix
+from challenge.pipeline.workers import ClusterError, parse_scheduler, resolve_parallel
+
+runner = CliRunner()
+H5_FILES = ("galaxies.h5", "train.h5", "val.h5", "test_blends.h5", "test_truth.h5")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask client of a 2-worker LocalCluster (processes, one thread each)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=":0") as local, Client(local) as client:
+        yield client
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+# ------------------------------------------------------------------------------------------
+# custom synthetic releases
+
+
+def test_paper_mix_is_exact_and_scales():
+    assert paper_mix(1919) == PAPER_MIX == {"bulge": 352, "disc": 433, "bulge+disc": 702,
+                                            "irregular": 432}
+    for n in (4, 5, 37, 400, 100_000):
+        mix = paper_mix(n)
+        assert sum(mix.values()) == n
+        for m, count in mix.items():  # each within one galaxy of its exact share
+            assert abs(count - n * PAPER_MIX[m] / 1919) < 1
+
+
+def test_custom_synthetic_release_from_the_cli(tmp_path):
+    out = tmp_path / "syn"
+    result = runner.invoke(app, ["generate", "--source", "synthetic", "--blends", "30,10,10",
+                                 "--galaxies", "24", "--seed", "3", "--workers", "1",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output
+    info = ReleaseInfo.read(out / "release.toml")
+    assert info.spec.source == "synthetic" and info.spec.name == "synthetic"
+    assert info.spec.morphology_counts == paper_mix(24)
+    assert info.spec.n_blends == {"train": 30, "val": 10, "test": 10}
+    galaxies = Table.read(out / "galaxies.ecsv")
+    assert 20 <= len(galaxies) <= 24  # galaxies without a partner in their split are left out
+    with h5py.File(out / "train.h5") as f:
+        assert f["images"].shape == (30, 128, 128) and f["masks"].shape == (30, 2, 128, 128)
+
+
+def test_max_galaxies_caps_a_synthetic_release(tmp_path):
+    out = tmp_path / "capped"
+    result = runner.invoke(app, ["generate", "--source", "synthetic", "--blends", "20,5,10",
+                                 "--max-galaxies", "16", "--workers", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert ReleaseInfo.read(out / "release.toml").spec.morphology_counts == paper_mix(16)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "synthetic", "--galaxies", "3"], "--galaxies 3: a release needs at least 4"),
+    (["--source", "synthetic", "--max-galaxies", "2"], "--max-galaxies 2: a release needs"),
+    (["--source", "synthetic", "--input", "."], "--source synthetic draws its galaxies"),
+    (["--source", "synthetic", "--psf", "0.2"], "--psf: the instrument options apply"),
+    (["--source", "synthetic", "--name", "v1"], "--name v1: the name of a frozen release"),
+    (["--source", "synthetic", "--blends", "10,0,10"], "--blends '10,0,10': expected at least"),
+    (["--source", "synthetic", "--test-fraction", "2"], "--test-fraction 2.0: expected"),
+    (["--galaxies", "40"], "--galaxies applies to a custom release"),
+    (["--source", "cosmos", "--galaxies", "40"], "--galaxies applies to --source synthetic"),
+    (["--scheduler", "local:0"], "--scheduler 'local:0': expected local:N"),
+    (["--scheduler", "http://x:1"], "or tcp://HOST:PORT"),
+    (["--workers", "2", "--scheduler", "local:2"], "give one of them"),
+    (["--workers", "0"], "--workers 0: expected"),
+    (["--chunk-size", "0"], "--chunk-size 0: expected"),
+])
+def test_bad_generate_options_are_one_line(tmp_path, args, message):
+    out = tmp_path / "never"
+    line = _one_error_line(runner.invoke(app, ["generate", "--out", str(out), *args]))
+    assert message in line
+    assert not out.exists()
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+    import challenge.pipeline.workers as workers
+
+    monkeypatch.setattr(workers, "CONNECT_TIMEOUT_S", 1)
+    line = _one_error_line(runner.invoke(app, [
+        "generate", "--release", "mini", "--scheduler", "tcp://127.0.0.1:9", "--out",
+        str(tmp_path / "never")]))
+    assert "tcp://127.0.0.1:9: no Dask scheduler answered" in line and "local:N" in line
+
+
+def test_scheduler_forms():
+    assert parse_scheduler("local:3") == 3
+    assert parse_scheduler("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert resolve_parallel(None, None, 2) == 2
+    assert resolve_parallel(None, "local:1", 2) == "local:1"
+    with pytest.raises(ClusterError, match="local:N"):
+        parse_scheduler("tcp://nohost")
+
+
+# ------------------------------------------------------------------------------------------
+# the same release and predictions on any cluster
+
+
+def _same_release(a: Path, b: Path) -> None:
+    prints_a = ReleaseInfo.read(a / "release.toml").fingerprints
+    prints_b = ReleaseInfo.read(b / "release.toml").fingerprints
+    assert prints_a == prints_b
+    for name in ("galaxies.ecsv", "pairs_train.ecsv", "pairs_val.ecsv", "pairs_test.ecsv"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+    for name in H5_FILES:
+        with h5py.File(a / name) as fa, h5py.File(b / name) as fb:
+            assert set(fa) == set(fb)
+            for key in fa:
+                assert np.array_equal(fa[key][()], fb[key][()]), (name, key)
+
+
+def test_release_on_a_cluster_is_the_single_process_release(tiny_release, tiny_spec, cluster,
+                                                             tmp_path):
+    for chunk in (7, 40):  # tasks of 16 and 48 blends
+        again = generate_release(tiny_spec, tmp_path / f"dask-{chunk}", chunk_size=chunk,
+                                 workers=cluster)
+        _same_release(tiny_release, again)
+    # The writer copies the workers' compressed chunks: the same stored bytes, chunk by chunk.
+    for name, key in (("train.h5", "images"), ("train.h5", "masks"),
+                      ("test_blends.h5", "images"), ("test_truth.h5", "masks")):
+        with h5py.File(tiny_release / name) as fa, h5py.File(again / name) as fb:
+            a, b = fa[key], fb[key]
+            assert a.chunks == b.chunks and a.compression == b.compression == "gzip"
+            for start in range(0, a.shape[0], a.chunks[0]):
+                offset = (start,) + (0,) * (a.ndim - 1)
+                assert a.id.read_direct_chunk(offset) == b.id.read_direct_chunk(offset)
+
+
+def test_a_killed_worker_is_replaced_and_its_tasks_rerun(tiny_release, tiny_spec, cluster,
+                                                         tmp_path):
+    killed = []
+
+    def kill_a_worker(stage, advance, total):
+        if stage == "train" and advance and not killed:
+            pid = next(iter(cluster.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    again = generate_release(tiny_spec, tmp_path / "killed", chunk_size=16, workers=cluster,
+                             progress=kill_a_worker)
+    assert killed
+    _same_release(tiny_release, again)
+    cluster.wait_for_workers(2, timeout=60)
+
+
+def test_a_failed_generation_on_a_cluster_leaves_nothing(tiny_spec, cluster, tmp_path):
+    def fail(stage, advance, total):
+        if stage == "val" and advance:
+            raise RuntimeError("disk on fire")
+
+    out = tmp_path / "rel"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        generate_release(tiny_spec, out, chunk_size=16, workers=cluster, progress=fail)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".rel.partial-*"))
+
+
+def test_custom_synthetic_release_on_a_local_cluster(tmp_path):
+    spec = ReleaseSpec(name="small", seed=11, morphology_counts=paper_mix(16),
+                       n_blends={"train": 40, "val": 8, "test": 20})
+    a = generate_release(spec, tmp_path / "one", chunk_size=16, workers=1)
+    b = generate_release(spec, tmp_path / "two", chunk_size=32, workers="local:2")
+    _same_release(a, b)
+
+
+def test_run_on_a_cluster_gives_the_single_process_predictions(tiny_release, cluster):
+    from baselines.sep_baseline import sep_method
+    from challenge.loaders.protocol import run_method
+
+    one = run_method(sep_method, tiny_release, batch_size=40)
+    for batch_size in (7, 16):
+        many = run_method(sep_method, tiny_release, batch_size=batch_size, workers=cluster)
+        assert many.workers == 2
+        assert np.array_equal(one.blend_id, many.blend_id)
+        assert set(one.outputs) == set(many.outputs)
+        for key in one.outputs:
+            assert np.array_equal(one.outputs[key], many.outputs[key]), key
+
+
+def test_run_cli_on_a_local_scheduler(tiny_release, tmp_path):
+    from challenge.contract.submission import read_submission
+
+    out_one, out_two = tmp_path / "one", tmp_path / "two"
+    for out, extra in ((out_one, []), (out_two, ["--scheduler", "local:2"])):
+        result = runner.invoke(app, ["run", "baselines.sep_baseline:sep_method", "--data",
+                                     str(tiny_release), "--out", str(out), "--batch-size", "9",
+                                     *extra])
+        assert result.exit_code == 0, result.output
+    assert "2 workers" in result.output
+    assert np.array_equal(read_submission(out_one).flux, read_submission(out_two).flux)
+    assert 'scheduler = "local:2"' in (out_two / "submission.toml").read_text()
+
+
+def test_baseline_sep_with_scheduler(tiny_release, tmp_path):
+    result = runner.invoke(app, ["baseline", "sep", "--data", str(tiny_release), "--out",
+                                 str(tmp_path / "sep"), "--scheduler", "local:2"])
+    assert result.exit_code == 0, result.output
+    assert "2 workers" in result.output
+
+
+# ------------------------------------------------------------------------------------------
+# no worker outlives its command
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_worker_outlives_generate_on_a_local_scheduler(tmp_path, sig):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "challenge.cli", "generate", "--source", "synthetic",
+         "--galaxies", "400", "--blends", "4000,100,100", "--scheduler", "local:2", "--out",
+         str(tmp_path / "rel")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while len(kids := _children(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(kids) >= 2, "the workers did not start"
+        time.sleep(2.0)  # the workers are rendering
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while any(_alive(k) for k in kids) and time.time() < deadline:
+            time.sleep(0.2)
+        left = [k for k in kids if _alive(k)]
+        for k in left:
+            os.kill(k, signal.SIGKILL)
+        assert not left, "worker processes outlived their command"
+        assert not (tmp_path / "rel").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
