@@ -349,11 +349,14 @@ def print_candels(df) -> None:
 def print_robustness(rep) -> None:
     """Two narrow tables: per method its base MAPE and worst track; per track Kendall τ."""
     import math
+    import textwrap
 
     table = Table(title=f"robustness: MAPE % on {rep.base} and on the shift tracks", **_NARROW)
     for col in ("method", f"{rep.base} MAPE %", "median ratio", "worst track", "ratio"):
         table.add_column(col, justify="left" if col in ("method", "worst track") else "right",
                          overflow="fold")
+    # method names fold at hyphens, never inside a word (24 characters fit beside the numbers)
+    width = max([24, *(len(w) for m in rep.methods for w in m.split("-"))])
     cells = rep.cells[rep.cells["view"] == "all"]
     base = rep.base_scores.set_index("method")
     for m in rep.methods:
@@ -363,7 +366,7 @@ def print_robustness(rep) -> None:
         worst_ratio = (float(mine.loc[mine["track"] == worst, "ratio"].iloc[0]) if worst
                        else math.nan)
         table.add_row(
-            m,
+            "\n".join(textwrap.wrap(m, width, break_on_hyphens=True)) or m,
             _f(base["mape"].get(m, math.nan), ".2f"),
             f"×{_f(float(ratios.median()), '.2f')}" if ratios.notna().any() else "–",
             worst or "–",
@@ -380,24 +383,45 @@ def print_robustness(rep) -> None:
 
 
 def print_leaderboard(df, title: str) -> None:
-    """The leaderboard frame as a rich table, then its warnings and skipped folders."""
+    """The leaderboard frame as a rich table, then its warnings and skipped folders.
+
+    Method names fold at their spaces and hyphens, never inside a word: where the console is
+    too narrow for that next to the one-line layout, each MAPE interval moves under its value.
+    """
+    import re
+    import textwrap
+
+    from rich.cells import cell_len
+
+    rows = []
+    for _, r in df.iterrows():
+        rows.append([str(r["rank"]), str(r["name"]), str(r["n"]), _f(r["mape"], ".2f"),
+                     f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
+                     _f(r["bias"], "+.3f"), _f(r["scatter"], ".3f"),
+                     _f(r["outlier_fraction"], ".1f", 100), str(r.get("inference_time") or "–")])
+    header = ["#", "method", "N", "MAPE %", "95% interval", "bias\n(mag)", "σ\n(mag)",
+              "outliers\n%", "test-set\ntime"]
+
+    def name_width(head: list[str], body: list[list[str]]) -> int:
+        """The width left to the method column (columns are 2 characters apart)."""
+        widths = [max(cell_len(line) for cell in (h, *(row[i] for row in body))
+                      for line in cell.split("\n"))
+                  for i, h in enumerate(head) if i != 1]
+        return console.width - sum(widths) - 2 * (len(head) - 1)
+
+    words = max((cell_len(w) for r in rows for w in re.split(r"\s+|(?<=-)", r[1]) if w),
+                default=0)
+    if name_width(header, rows) < words:  # the interval under the value: 16 more characters
+        header[3:5] = ["MAPE %\n95% interval"]
+        rows = [[*r[:3], f"{r[3]}\n{r[4]}", *r[5:]] for r in rows]
+    width = max(name_width(header, rows), 6)
     table = Table(title=title, **_NARROW)
-    for col in ("#", "method", "N", "MAPE %", "95% interval", "bias\n(mag)", "σ\n(mag)",
-                "outliers\n%", "test-set\ntime"):
+    for col in header:
         table.add_column(col, justify="left" if col == "method" else "right", overflow="fold",
                          no_wrap=col != "method")
-    for _, r in df.iterrows():
-        table.add_row(
-            str(r["rank"]),
-            str(r["name"]),
-            str(r["n"]),
-            _f(r["mape"], ".2f"),
-            f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
-            _f(r["bias"], "+.3f"),
-            _f(r["scatter"], ".3f"),
-            _f(r["outlier_fraction"], ".1f", 100),
-            str(r.get("inference_time") or "–"),
-        )
+    for r in rows:
+        r[1] = "\n".join(textwrap.wrap(r[1], width, break_on_hyphens=True)) or r[1]
+        table.add_row(*r)
     console.print(table)
     _warn(df.attrs.get("warnings", []))
     for s in df.attrs.get("skipped", []):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +29,36 @@ from challenge.scoring import metrics as M  # noqa: E402
 from challenge.scoring.scores import Score, atomic_write_bytes, magnitudes  # noqa: E402
 
 ROLE_COLORS = {"central": "#1f77b4", "companion": "#d62728", "both": "#444444"}
+# One colour per method on every release and figure: fixed for the reference methods, picked
+# from the name (not from the order of the methods) for the others.
+METHOD_COLORS = {
+    "oracle": "#444444", "sep": "#1f77b4", "photutils": "#ff7f0e", "scarlet2": "#2ca02c",
+    "blend2flux-compact": "#d62728", "blend2mask2flux-compact": "#9467bd",
+    "blend2mask2flux-compact-end-to-end": "#8c564b",
+}
+_OTHER_COLORS = ("#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
+                 "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
+
+
+def method_colors(names: list[object]) -> dict[str, str]:
+    """A colour per method name: fixed for the reference methods, picked from the name for the
+    others (the next free one where two names pick the same); a ``(detections only)`` view shares
+    its method's colour."""
+    colors: dict[str, str] = {}
+    bases = sorted({str(n).removesuffix(" (detections only)") for n in names})
+    taken = {METHOD_COLORS[b] for b in bases if b in METHOD_COLORS}
+    for base in bases:
+        if base in METHOD_COLORS:
+            colors[base] = METHOD_COLORS[base]
+            continue
+        start = zlib.crc32(base.encode("utf-8", "replace"))
+        free = [c for k in range(len(_OTHER_COLORS))
+                if (c := _OTHER_COLORS[(start + k) % len(_OTHER_COLORS)]) not in taken]
+        colors[base] = free[0] if free else _OTHER_COLORS[start % len(_OTHER_COLORS)]
+        taken.add(colors[base])
+    return {str(n): colors[str(n).removesuffix(" (detections only)")] for n in names}
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
@@ -154,38 +185,56 @@ def write_score_figures(score: Score, out_dir: str | Path) -> list[Path]:
 
 
 def leaderboard_mape(names: list[str], mape: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    """Horizontal bars of total MAPE with 95% intervals, best at the top."""
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    """Horizontal bars of total MAPE with 95% intervals, best at the top, one colour per
+    method (:func:`method_colors`)."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2), layout="constrained")
     y = np.arange(len(names))[::-1]
     mape = np.asarray(mape, float)
     err = np.vstack([mape - np.asarray(lo, float), np.asarray(hi, float) - mape])
-    ax.barh(y, mape, xerr=np.clip(np.nan_to_num(err), 0, None), color="#5b8cc0", capsize=3)
+    colors = method_colors(names)
+    ax.barh(y, mape, xerr=np.clip(np.nan_to_num(err), 0, None),
+            color=[colors[str(n)] for n in names], capsize=3)
     ax.set_yticks(y, [label(n) for n in names], fontsize=8)
-    ax.set_xlabel("MAPE, central + companion (%), 95% interval")
+    ax.set_xlabel("MAPE, central + companion (%); error bars: 95% bootstrap interval")
     ax.set_xscale("log" if np.nanmax(mape) / max(np.nanmin(mape), 1e-9) > 20 else "linear")
     return fig
 
 
 def methods_binned(scores: dict[str, Score], scheme: str, xlabel: str, role: str = "both"):
-    """Median Delta mag and scatter per bin for several methods (leaderboard Figs. 7/8)."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    """Median Delta mag and its scatter per bin for several methods (leaderboard Figs. 7/8).
+
+    Points per bin (joined only where the bins are ordered, never across categories), one colour
+    per method (:func:`method_colors`), the legend below the panels, clear of the data.
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     n = max(len(scores), 1)
     x = labels = None
+    categorical = False
+    colors = method_colors(list(scores))
     for k, (name, sc) in enumerate(scores.items()):
         rows = [r for r in sc.bins[scheme] if r["role"] == role]
+        if not rows:
+            continue
+        categorical = "lo" not in rows[0]
         x, labels = _bin_positions(rows)
         step = np.diff(x).min() if len(x) > 1 else 1.0
         xs = x + (k - (n - 1) / 2) * 0.6 * step / n
-        ax.plot(xs, [r["median_dmag"] for r in rows], "o-", label=label(name), ms=4)
-        ax2.plot(xs, [r["scatter"] for r in rows], "o-", label=label(name), ms=4)
+        style = dict(marker="o", ms=4, color=colors[str(name)], label=label(name),
+                     ls="none" if categorical else "-", lw=1)
+        ax.plot(xs, [r["median_dmag"] for r in rows], **style)
+        ax2.plot(xs, [r["scatter"] for r in rows], **style)
     for a, ylabel in ((ax, "median Δmag (mag)"), (ax2, "σ(Δmag) (mag)")):
         a.set_xlabel(xlabel)
         a.set_ylabel(ylabel)
-        if scheme == "morphology" and x is not None:
+        if categorical and x is not None:
             a.set_xticks(x, labels)
     ax.axhline(0, color="k", lw=0.6)
-    ax2.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.set_title("median Δmag = measured − true magnitude", fontsize=9)
+    ax2.set_title("scatter σ of Δmag", fontsize=9)
+    ax2.set_ylim(bottom=0)
+    if scores:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(4, n), fontsize=8, frameon=False)
     return fig
 
 

@@ -12,17 +12,28 @@ when it is 1 or 2). Rank: total MAPE (central + companion), with its 95% bootstr
 that sep run found exactly two sources and on the others (under- or over-deblended), as Fig. 6 of
 the paper. When the release has model fluxes, every row also gets the model-truth MAPE.
 
-All files are written atomically (temporary file + ``os.replace``), so concurrent runs never leave a
-partial file.
+The set of files (``leaderboard.md``, ``.csv``, ``.html``, ``figures/*.png``) is replaced as a
+whole: it is written into a new sibling folder, together with hard links to everything else in the
+output folder, and the two folders are swapped once. A reader sees the old set or the new one,
+never a mix; a run that fails or is killed midway leaves the old set as it was.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import dataclasses
+import errno
+import functools
 import html
 import io
 import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +55,6 @@ from challenge.scoring.scores import (
     N_BOOT,
     Score,
     Truth,
-    atomic_write_bytes,
     atomic_write_text,
     load_truth,
     paper_selection,
@@ -70,10 +80,34 @@ COLUMNS = {  # column -> (header, format) for Markdown / HTML
     "outlier_fraction": ("outliers %", "%"), "detected_fraction": ("detected %", "%"),
     "iou": ("IoU", ".3f"), "mape_model": ("MAPE model-truth %", ".2f"),
     "mape_sep_two": ("MAPE, sep 2 sources %", ".2f"),
-    "mape_sep_other": ("MAPE, sep under/over %", ".2f"),
+    "mape_sep_other": ("MAPE, sep ≠ 2 sources %", ".2f"),
     "params": ("params", "s"), "hardware": ("hardware", "s"),
-    "training_time": ("training time", "s"), "inference_time": ("test-set time", "s"),
+    "training_time": ("training time", "s"), "inference_time": ("test-set inference time", "s"),
 }
+# The number behind a column shown as text: the HTML table sorts by it (missing values last).
+SORT_KEYS = {"mape_ci": "mape_lo", "params": "n_params", "training_time": "training_time_s",
+             "inference_time": "inference_time_s"}
+TEXT_COLUMNS = ("name", "hardware")  # sorted as text; every other column as a number
+# Figure file -> what it shows (the HTML page's caption and alt text).
+FIGURES = {
+    "leaderboard_mape.png":
+        "MAPE of every method over central and companion galaxies, best at the top; the error "
+        "bars are 95% bootstrap intervals over blends.",
+    "methods_vs_delta_mag.png":
+        "Median Δmag (measured − true magnitude, left) and its scatter σ (right) of every "
+        "method, central and companion galaxies together, per bin of the pair's magnitude "
+        "difference Δmag_pair = m_central − m_companion.",
+    "methods_vs_distance.png":
+        "Median Δmag (measured − true magnitude, left) and its scatter σ (right) of every "
+        "method, central and companion galaxies together, per bin of the distance between the "
+        "two centres in half-light radii (d / R_e).",
+    "methods_vs_morphology.png":
+        "Median Δmag (measured − true magnitude, left) and its scatter σ (right) of every "
+        "method, central and companion galaxies together, per morphology of the galaxy.",
+}
+# Everything the leaderboard writes into its output folder; the rest of the folder is kept.
+OUTPUTS = ("leaderboard.md", "leaderboard.csv", "leaderboard.html",
+           *(f"figures/{name}" for name in FIGURES))
 
 
 @dataclass
@@ -87,9 +121,8 @@ class Entry:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _duration(seconds) -> str:
-    if not isinstance(seconds, int | float):
-        return str(seconds)
+def _duration(seconds: float) -> str:
+    """``"44.2 min"``, ``"1.7 h"``, ``"5.9 s"``."""
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     if seconds >= 60:
@@ -97,20 +130,52 @@ def _duration(seconds) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-def _metadata(meta: dict[str, Any]) -> dict[str, str]:
-    out = {}
+_UNIT_SECONDS = {"": 1, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "min": 60,
+                 "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600,
+                 "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400}
+_AMOUNT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
+_PARAM_SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
+
+
+def _amount(value: Any, units: dict[str, float]) -> float | None:
+    """A number from TOML: itself, or text starting with a number and one of ``units``
+    (``"3 h"``, ``"35.5 min"``, ``"1.6 M"``); ``None`` when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    value = re.sub(r"(?<=\d)[,_](?=\d{3})", "", value)  # 1,600,000
+    m = _AMOUNT.match(value)
+    if m is None or m.group(2).lower() not in units:
+        return None
+    rest = value[m.end():]
+    if rest and rest[0].isalnum():
+        return None
+    return float(m.group(1)) * units[m.group(2).lower()]
+
+
+def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The submission.toml fields shown on the leaderboard: display text per column, and the
+    numbers behind the cost columns (``training_time_s``, ``inference_time_s`` in seconds,
+    ``n_params``; NaN when not recorded). Zero or negative costs are "not recorded" ("–")."""
+    out: dict[str, Any] = {}
     for key, aliases in _META_KEYS.items():
         value = next((meta[a] for a in aliases if a in meta), "")
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
-        if key in ("training_time", "inference_time", "params") and not isinstance(value, bool) \
-                and isinstance(value, int | float) and value <= 0:
-            value = "–"  # no training, no learned parameters, or not recorded: not "0 s" / "0"
-        if key in ("training_time", "inference_time") and f"{key}_s" in meta and key not in meta:
-            value = _duration(value)
-        if key == "params" and isinstance(value, int | float) and value:
-            value = f"{value / 1e6:.1f} M" if value >= 1e5 else f"{value:,.0f}"
-        out[key] = str(value)
+        if key in ("training_time", "inference_time", "params"):
+            units = _PARAM_SCALE if key == "params" else _UNIT_SECONDS
+            number = _amount(value, units)
+            if number is not None and number <= 0:
+                number, value = None, "–"  # no training, no learned parameters: not "0 s" / "0"
+            elif number is not None and not isinstance(value, str):
+                value = (_duration(number) if key != "params" else
+                         f"{number / 1e6:.1f} M" if number >= 1e5 else f"{number:,.0f}")
+            out["n_params" if key == "params" else f"{key}_s"] = (
+                math.nan if number is None else number)
+        out[key] = str(value).strip()
     return out
 
 
@@ -121,7 +186,7 @@ def is_submission_folder(folder: Path) -> bool:
         or any((folder / n).is_file() for n in PREDICTION_NAMES))
 
 
-def _row(name: str, view: str, sc: Score, meta: dict[str, str]) -> dict[str, Any]:
+def _row(name: str, view: str, sc: Score, meta: dict[str, Any]) -> dict[str, Any]:
     both, ci = sc.overall["both"], sc.ci95.get("both", {})
     lo, hi = ci.get("mape", [math.nan, math.nan])
     return {
@@ -222,7 +287,7 @@ def _cell(value, fmt: str) -> str:
     if fmt == "%":
         return f"{100 * value:.1f}"
     if fmt == "s":
-        return str(value)
+        return str(value) if str(value).strip() else "–"
     return format(value, fmt)
 
 
@@ -248,10 +313,12 @@ def leaderboard_markdown(df: pd.DataFrame, release: str, truth: str,
     cols = _display_columns(df)
     lines = [f"# blendbench leaderboard: release {release}, {truth} truth", "",
              "Ranked by MAPE over central and companion galaxies (95% bootstrap interval over "
-             "blends). σ = scatter of Δmag; outliers |Δmag| > 0.75 mag.", "",
+             "blends). σ = scatter of Δmag; outliers |Δmag| > 0.75 mag. Cost: training time, "
+             "time to predict the whole test set (test-set inference time) and the number of "
+             "learned parameters, as each submission.toml records them (– where not recorded).",
+             "",
              "| " + " | ".join(COLUMNS[c][0] for c in cols) + " |",
-             "|" + "|".join("---:" if COLUMNS[c][1] not in ("s",) or c == "mape_ci" else "---"
-                            for c in cols) + "|"]
+             "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + "|"]
     for _, row in df.iterrows():
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in _cells(row, cols)) + " |")
     if skipped:
@@ -260,61 +327,136 @@ def leaderboard_markdown(df: pd.DataFrame, release: str, truth: str,
     return "\n".join(lines) + "\n"
 
 
-_SORT_JS = """
-document.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0];
-  const rows = Array.from(body.rows);
-  const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
-  const key = r => { const c = r.cells[i]; const v = c.dataset.v;
-    return v === undefined ? c.textContent : (v === '' ? Infinity : parseFloat(v)); };
-  rows.sort((a, b) => { const x = key(a), y = key(b);
-    return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
-  rows.forEach(r => body.appendChild(r));
-}));
+def sort_value(row: pd.Series, col: str) -> float | str | None:
+    """What the HTML table sorts a cell by: the number behind it (a time in seconds, not its
+    "1.7 h" text), the text of a text column, or ``None`` when the value is missing ("–")."""
+    if col in TEXT_COLUMNS:
+        text = _cells(row, [col])[0]
+        return None if text == "–" else text
+    value = row.get(SORT_KEYS.get(col, col))
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    return float(value) if math.isfinite(float(value)) else None
+
+
+_CSS = """
+*, *::before, *::after { box-sizing: border-box; }
+body { font-family: system-ui, sans-serif; color: #1d1d1f; line-height: 1.4;
+       margin: 0 auto; padding: 1rem; max-width: 100rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+.table-scroll { overflow-x: auto; max-width: 100%; border: 1px solid #ccd; }
+.table-scroll:focus { outline: 2px solid #36c; }
+table { border-collapse: collapse; font-size: 0.8rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 0.3em 0.4em; text-align: right; border-bottom: 1px solid #dde; }
+td { white-space: nowrap; }
+th { background: #eef; vertical-align: bottom; font-weight: 600; min-width: 3em; }
+th button { font: inherit; color: inherit; background: none; border: 0; padding: 0;
+            cursor: pointer; text-align: inherit; }
+th button:hover, th button:focus-visible { text-decoration: underline; }
+.sort-mark { display: inline-block; width: 1em; text-align: center; color: #36c; }
+th.text, td.text { text-align: left; }
+td.wrap { white-space: normal; min-width: 9em; }
+th.name, td.name { position: sticky; left: 0; z-index: 1; }
+td.name { background: #fff; font-weight: 600; white-space: normal; min-width: 8em;
+          max-width: 13em; }
+figure { margin: 1.5rem 0; }
+figure img { display: block; max-width: 100%; height: auto; }
+figcaption { font-size: 0.9rem; color: #444; max-width: 50rem; margin-top: 0.4rem; }
 """
+
+_SORT_JS = """
+(() => {
+  const table = document.getElementById('leaderboard');
+  const heads = Array.from(table.tHead.rows[0].cells);
+  const body = table.tBodies[0];
+  const key = (row, i, numeric) => {
+    const v = row.cells[i].dataset.sort;
+    if (v === undefined || v === '') return null;  // missing: always last
+    return numeric ? Number(v) : v.toLowerCase();
+  };
+  heads.forEach((th, i) => th.querySelector('button').addEventListener('click', () => {
+    const asc = th.getAttribute('aria-sort') !== 'ascending';
+    const numeric = th.dataset.type === 'number';
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {
+      const x = key(a, i, numeric), y = key(b, i, numeric);
+      if (x === null || y === null) return (x === null) - (y === null);
+      return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+    });
+    body.append(...rows);
+    heads.forEach(h => { h.removeAttribute('aria-sort');
+                         h.querySelector('.sort-mark').textContent = ''; });
+    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+    th.querySelector('.sort-mark').textContent = asc ? '\\u25b2' : '\\u25bc';
+  }));
+})();
+"""
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) in px from a PNG header, or None."""
+    if data[:8] != b"\\x89PNG\\r\\n\\x1a\\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _figure_html(name: str, data: bytes) -> str:
+    caption = html.escape(FIGURES.get(name, name))
+    size = _png_size(data)
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return (f'<figure><img alt="{caption}"{dims} src="data:image/png;base64,'
+            f'{base64.b64encode(data).decode()}"><figcaption>{caption}</figcaption></figure>')
 
 
 def leaderboard_html(df: pd.DataFrame, release: str, truth: str, skipped: list[dict[str, str]],
                      figures: dict[str, bytes]) -> str:
-    """A static, self-contained page: sortable table (click a header) and embedded figures."""
+    """A static, self-contained page (no network): the table in a sideways-scrolling box, sorted
+    by clicking a header (numbers by value, missing values last, the sorted column marked with
+    ``aria-sort`` and ▲/▼), and the figures embedded with captions."""
     cols = _display_columns(df)
-    head = "".join(f"<th>{html.escape(COLUMNS[c][0])}</th>" for c in cols)
+    head = []
+    for c in cols:
+        kind = "text" if c in TEXT_COLUMNS else "number"
+        cls = ' class="text name"' if c == "name" else ' class="text"' if kind == "text" else ""
+        sort = ' aria-sort="ascending"' if c == "rank" else ""
+        mark = "▲" if c == "rank" else ""
+        head.append(f'<th scope="col"{cls} data-type="{kind}"{sort}><button type="button">'
+                    f'{html.escape(COLUMNS[c][0])}<span class="sort-mark" aria-hidden="true">'
+                    f"{mark}</span></button></th>")
     body = []
     for _, row in df.iterrows():
         cells = []
         for c, text in zip(cols, _cells(row, cols), strict=True):
-            raw = row.get("mape" if c == "mape_ci" else c)
-            num = isinstance(raw, int | float | np.integer | np.floating)
-            attr = ""
-            if num:
-                attr = f' data-v="{raw}"' if math.isfinite(float(raw)) else ' data-v=""'
-            cells.append(f"<td{attr}>{html.escape(text)}</td>")
+            value = sort_value(row, c)
+            key = "" if value is None else value if isinstance(value, str) else repr(value)
+            cls = {"name": ' class="text name"', "hardware": ' class="text wrap"'}.get(c, "")
+            cells.append(f'<td{cls} data-sort="{html.escape(key)}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    imgs = "".join(
-        f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,'
-        f'{base64.b64encode(v).decode()}"><figcaption>{html.escape(k)}</figcaption></figure>'
-        for k, v in figures.items())
+    imgs = "\n".join(_figure_html(k, v) for k, v in figures.items())
     skip = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s['reason'])}</li>"
                    for s in skipped)
+    title = f"blendbench leaderboard: release {html.escape(release)}, {html.escape(truth)} truth"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>blendbench leaderboard: {html.escape(release)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
-th {{ cursor: pointer; background: #eef; }} td:nth-child(2) {{ text-align: left; }}
-figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 48em; }}
-</style></head><body>
-<h1>blendbench leaderboard: release {html.escape(release)}, {html.escape(truth)} truth</h1>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{_CSS}</style></head><body>
+<main>
+<h1>{title}</h1>
 <p>Ranked by MAPE over central and companion galaxies, with 95% bootstrap intervals over blends.
-Click a column header to sort.</p>
-<table><thead><tr>{head}</tr></thead><tbody>
+σ is the scatter of Δmag (measured − true magnitude); outliers have |Δmag| &gt; 0.75 mag. Cost:
+training time, time to predict the whole test set and learned parameters, as each submission
+records them. Click a column header to sort (again to reverse); missing values (–) stay last.</p>
+<div class="table-scroll" role="region" aria-label="leaderboard table (scrolls sideways)"
+ tabindex="0">
+<table id="leaderboard"><thead><tr>{"".join(head)}</tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>
+</div>
 {f"<h2>Skipped</h2><ul>{skip}</ul>" if skipped else ""}
-<h2>Figures</h2>
+{"<h2>Figures</h2>" if figures else ""}
 {imgs}
+</main>
 <script>{_SORT_JS}</script>
 </body></html>
 """
@@ -334,6 +476,162 @@ def _figures(df: pd.DataFrame, entries: list[Entry]) -> dict[str, bytes]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# replacing the set of files at once
+
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths atomically
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2():
+    name = ctypes.util.find_library("c") if os.name == "posix" else None
+    fn = getattr(ctypes.CDLL(name, use_errno=True), "renameat2", None) if name else None
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing folders in one step (Linux ``renameat2``); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # not on this system / file system
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put the folder ``new`` at ``out``; the old ``out``, if any, ends up at ``new``'s path or at
+    ``new``'s path + ``-old`` (the caller removes both). Concurrent swaps each land whole."""
+    for _ in range(100):
+        if not out.exists():
+            try:
+                os.rename(new, out)
+                return
+            except OSError:  # another run put its folder there first
+                continue
+        try:
+            if _exchange(new, out):
+                return
+        except FileNotFoundError:  # another run moved it away meanwhile
+            continue
+        # no atomic exchange on this system: move the old set aside, then the new one in
+        try:
+            os.rename(out, new.with_name(new.name + "-old"))
+        except FileNotFoundError:
+            continue
+        try:
+            os.rename(new, out)
+        except OSError:
+            pass  # another run's set took the place first: it stays, ours is dropped
+        return
+    raise OSError(f"{out}: could not replace the folder (other runs kept replacing it)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove the temporary folders of runs into ``out`` that were killed (process gone)."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.new-(\d+)-[0-9a-f]+(-old)?")
+    for path in out.parent.iterdir():
+        m = pattern.fullmatch(path.name)
+        if m and path.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_TEMPORARY = re.compile(r"\..+(\.tmp|\.new-\d+-[0-9a-f]+(-old)?)")
+
+
+def _carry(src: Path, dst: Path, skip: set[str], prefix: str = "") -> None:
+    """Hard-link (or copy) everything under ``src`` into ``dst`` but the paths in ``skip`` and
+    temporary files or folders (``.*.tmp``, another run's ``.NAME.new-…``)."""
+    for entry in os.scandir(src):
+        rel = prefix + entry.name
+        if rel in skip or _TEMPORARY.fullmatch(entry.name):
+            continue
+        target = dst / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            target.mkdir()
+            _carry(Path(entry.path), target, skip, rel + "/")
+        else:
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ReleaseError(f"{out}: a file, not a folder; give the leaderboard a folder (--out)")
+    here = Path.cwd().resolve()
+    real = out.resolve()
+    if real == here or real in here.parents or real == Path.home().resolve() \
+            or (real / ".git").exists():
+        raise ReleaseError(f"{out}: the leaderboard replaces its output folder as a whole; give "
+                           "it a folder of its own, e.g. --out leaderboard")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def write_outputs(out_dir: str | Path, files: dict[str, bytes],
+                  replaced: Iterable[str] = OUTPUTS) -> Path:
+    """Replace a set of files in ``out_dir`` at once.
+
+    The new folder is written next to ``out_dir`` (``.NAME.new-PID-…``), with hard links to every
+    file already in ``out_dir`` that is neither in ``files`` nor in ``replaced``, then swapped in.
+    If anything fails, the temporary folder is removed and ``out_dir`` is left as it was.
+
+    Args:
+        out_dir: the output folder (created if missing).
+        files: relative path (``"figures/x.png"``) -> content.
+        replaced: relative paths of an earlier set that are dropped when not in ``files``.
+    """
+    out = Path(out_dir).absolute()
+    if out.is_symlink():
+        out = out.resolve()
+    _check_out(out)
+    new = out.parent / f".{out.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(out)
+        new.mkdir()
+        if out.is_dir():
+            shutil.copymode(out, new)
+            _carry(out, new, set(files) | set(replaced))
+        for rel, data in files.items():
+            _write_file(new / rel, data)
+        _swap(new, out)
+    except OSError as err:
+        raise ReleaseError(f"{out}: cannot write the leaderboard ({err.strerror or err}); check "
+                           "that the folder and its parent are writable") from None
+    finally:
+        shutil.rmtree(new, ignore_errors=True)  # after the swap: the old set
+        shutil.rmtree(new.with_name(new.name + "-old"), ignore_errors=True)
+    return out
+
+
 def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
                       out_dir: str | Path, *, truth: str = "sep", n_boot: int = N_BOOT,
                       seed: int = DEFAULT_SEED) -> pd.DataFrame:
@@ -343,7 +641,8 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
         release_dir: a release folder or the name of a release shipped with the kit.
         submissions_dir: the folder holding one sub-folder per submission.
         out_dir: where ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.html`` and
-            ``figures/*.png`` are written (atomically).
+            ``figures/*.png`` are written, as one set (:func:`write_outputs`); other files in it
+            are kept.
         truth: ``"sep"`` or ``"model"``.
         n_boot, seed: bootstrap settings.
 
@@ -351,6 +650,7 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
         The ranked table (one row per submission view); ``df.attrs["skipped"]`` lists the skipped
         folders with their reason, ``df.attrs["warnings"]`` the scoring warnings (e.g. IoU skipped).
     """
+    _check_out(Path(out_dir).absolute())
     t = load_truth(release_dir, truth)
     model = None
     if truth == "sep":
@@ -360,21 +660,18 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
             model = None
     entries, skipped = score_folders(t, submissions_dir, n_boot=n_boot, seed=seed)
     df = leaderboard_table(entries, t, model_truth=model, n_boot=n_boot, seed=seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     figures = _figures(df, entries)
-    for name, data in figures.items():
-        atomic_write_bytes(out / "figures" / name, data)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
-    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, t.release, t.kind, skipped))
-    atomic_write_text(out / "leaderboard.html",
-                      leaderboard_html(df, t.release, t.kind, skipped, figures))
+    files = {f"figures/{name}": data for name, data in figures.items()}
+    files["leaderboard.csv"] = buf.getvalue().encode()
+    files["leaderboard.md"] = leaderboard_markdown(df, t.release, t.kind, skipped).encode()
+    files["leaderboard.html"] = leaderboard_html(df, t.release, t.kind, skipped,
+                                                 figures).encode()
+    write_outputs(out_dir, files)
     df.attrs["skipped"] = skipped
     df.attrs["warnings"] = [w for e in entries for w in e.score.warnings]
     return df
-
 
 
 def generalisation_gap(synthetic_csv: str | Path, real_csv: str | Path,
