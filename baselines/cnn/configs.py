@@ -58,6 +58,10 @@ class ModelConfig:
             IoU fell from 0.80 to 0.65 on v1; the paper saw 0.82 -> 0.70). With the two
             parameter sets disjoint, Adam makes ``mask_weight`` matter only for choosing the
             best epoch (validation loss).
+        noise_from_image: measure each blend's sky noise (robust scatter of neighbouring pixel
+            differences) and use it, instead of the training release's sky sigma, for the
+            input scaling and the aperture flux: the network reads every survey depth in units
+            of its own noise.
     """
 
     flux_arch: str = "compact"
@@ -74,6 +78,7 @@ class ModelConfig:
     unet_entry_stride: int = 2
     unet_max_filters: int = 512
     end_to_end: bool = True
+    noise_from_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ class TrainConfig:
         mask_stage_fraction: share of the epochs (or of the time budget) spent pre-training
             the U-Net of blend2mask2flux on the masks alone.
         warmup_epochs: warm-up of the cosine schedule.
+        reference_batch_size: the batch size ``learning_rate`` is tuned for; a run with another
+            batch size scales it by sqrt(batch_size / reference_batch_size) (the square-root
+            rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
+        resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
+            noise_factor: the random re-observation of training blends on the accelerator
+            (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms only).
     """
 
     batch_size: int = 32
@@ -110,6 +121,18 @@ class TrainConfig:
     mask_weight: float = 0.1
     mask_stage_fraction: float = 0.3
     warmup_epochs: int = 1
+    reference_batch_size: int = 32
+    resample_fraction: float = 0.0
+    psf_sigma_px: tuple[float, float] = (0.4, 1.6)
+    shift_px: float = 0.5
+    faint_fraction: float = 0.0
+    faint_mag: float = 2.5
+    noise_fraction: float = 0.0
+    noise_factor: float = 2.5
+
+    def scaled_learning_rate(self) -> float:
+        """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
+        return self.learning_rate * (self.batch_size / self.reference_batch_size) ** 0.5
 
 
 @dataclass(frozen=True)
@@ -135,15 +158,22 @@ class CNNConfig:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> CNNConfig:
         arch = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["arch"].items()}
+        train = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["train"].items()}
         return cls(
             name=doc["name"],
             model=doc["model"],
             arch=ModelConfig(**arch),
-            train=TrainConfig(**doc["train"]),
+            train=TrainConfig(**train),
         )
 
     def with_epochs(self, epochs: int) -> CNNConfig:
         return replace(self, train=replace(self.train, epochs=epochs))
+
+    def with_batch_size(self, batch_size: int) -> CNNConfig:
+        """The same run with another batch size (the learning rate follows, see TrainConfig)."""
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive number of blends, not {batch_size}")
+        return replace(self, train=replace(self.train, batch_size=int(batch_size)))
 
 
 def _paper_flux(first_filters: int) -> ModelConfig:
@@ -196,6 +226,28 @@ CONFIGS: dict[tuple[str, str], CNNConfig] = {
         replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.25),
     ),
 }
+
+# Robust references: the same networks, reading each blend's noise, trained on blends re-observed
+# with broader PSFs, sub-pixel shifts, fainter fluxes and noisier skies (baselines.cnn.augment).
+# The shares leave about a quarter of the training blends as v1 made them.
+ROBUST_AUGMENTATION = {"resample_fraction": 0.35, "faint_fraction": 0.35, "noise_fraction": 0.35}
+ROBUST_ARCH = replace(ModelConfig(), noise_from_image=True)
+CONFIGS[("blend2flux", "compact-robust")] = CNNConfig(
+    "compact-robust", "blend2flux", ROBUST_ARCH,
+    replace(COMPACT_TRAIN, epochs=30, **ROBUST_AUGMENTATION),
+)  # fmt: skip
+CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
+    "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
+    replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),
+)  # fmt: skip
+CONFIGS[("blend2flux", "paper-robust")] = CNNConfig(
+    "paper-robust", "blend2flux", replace(_paper_flux(256), noise_from_image=True),
+    replace(PAPER_TRAIN, **ROBUST_AUGMENTATION),
+)  # fmt: skip
+CONFIGS[("blend2mask2flux", "paper-robust")] = CNNConfig(
+    "paper-robust", "blend2mask2flux", replace(_paper_flux(64), noise_from_image=True),
+    replace(PAPER_TRAIN, **ROBUST_AUGMENTATION),
+)  # fmt: skip
 
 # A few-thousand-parameter network of the compact design, for tests and quick demos.
 TINY_ARCH = ModelConfig(

@@ -1,12 +1,16 @@
-"""Streaming the release's blends to Keras, and the dihedral augmentation about pixel (64, 64).
+"""The release's blends for Keras, and the dihedral transforms about pixel (64, 64).
 
-:class:`BlendDataset` is a ``keras.utils.PyDataset`` that reads ``{train,val}.h5`` (or the test
-inputs) in contiguous blocks of ``block`` blends: an epoch visits the blocks in a random order
-and the blends of each block in a random order, so batches are well mixed while every HDF5 chunk
-is decompressed once per epoch. Nothing but the current block is held in memory (v1's
-train.h5 is 1.1 GB). The shuffling and the augmentation draw from
-``np.random.default_rng([seed, epoch])``: an epoch's batches depend only on (seed, epoch), which
-makes a resumed run see exactly the batches the uninterrupted run would have seen.
+:class:`BlendDataset` is a ``keras.utils.PyDataset`` over ``{train,val}.h5`` (or the test
+inputs). When the split fits in memory (v1's train split: 1.3 GB as float32, plus 0.7 GB of
+masks) it is read once and every batch is a gather from memory; otherwise it is read in
+contiguous blocks of ``block`` blends: an epoch visits the blocks in a random order and the blends
+of each block in a random order, so batches are well mixed while every HDF5 chunk is decompressed
+once per epoch. The shuffling draws from ``np.random.default_rng([seed, epoch])``: an epoch's
+batches depend only on (seed, epoch), which makes a resumed run see exactly the batches the
+uninterrupted run would have seen (with the same block order in both modes).
+
+Augmentation is not done here: it runs on the accelerator inside the compiled training step
+(``baselines.cnn.augment``). The numpy :func:`dihedral` serves test-time augmentation.
 
 Targets: ``flux`` as log10 counts (batch, 2) [central, companion]; ``masks`` as float32
 (batch, 128, 128, 2) channels last.
@@ -74,6 +78,17 @@ def check_split_file(path: Path, needs: tuple[str, ...]) -> int:
         return int(f["images"].shape[0])
 
 
+def available_memory() -> int:
+    """Bytes of memory available to this process now (MemAvailable; 0 when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class BlendDataset(keras.utils.PyDataset):
     """Batches of raw blends (batch, 128, 128, 1) counts and their targets from a split file.
 
@@ -83,10 +98,11 @@ class BlendDataset(keras.utils.PyDataset):
         targets: ``("flux",)``, ``("masks",)`` or ``("masks", "flux")``; one target gives a
             plain array, several a dict keyed by output name.
         shuffle: shuffle blocks and blends within blocks each epoch.
-        augment: apply a random dihedral transform (about pixel (64, 64)) to each blend.
-        seed: the run's seed; with the epoch it sets the shuffling and augmentation.
+        seed: the run's seed; with the epoch it sets the shuffling.
         block: blends read from the file at once (a multiple of the 16-blend HDF5 chunks).
         limit: use only the first ``limit`` blends (quick runs, tests).
+        in_memory: hold the split in memory (None: when it takes less than half of the memory
+            available now).
         **kwargs: ``keras.utils.PyDataset`` options (workers, use_multiprocessing, ...).
     """
 
@@ -96,10 +112,10 @@ class BlendDataset(keras.utils.PyDataset):
         batch_size: int = 32,
         targets: tuple[str, ...] = ("flux",),
         shuffle: bool = False,
-        augment: bool = False,
         seed: int = 0,
         block: int = 512,
         limit: int | None = None,
+        in_memory: bool | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,16 +125,33 @@ class BlendDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.targets = tuple(targets)
         self.shuffle = shuffle
-        self.augment = augment
         self.seed = int(seed)
         self.block = int(block)
         self._file: h5py.File | None = None
         self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._memory: dict[str, np.ndarray] | None = None
+        if in_memory is None:
+            in_memory = 2 * self.nbytes() < available_memory()
+        if in_memory:
+            with h5py.File(self.path, "r") as f:
+                self._memory = {name: f[name][: self.n] for name in ("images", *self.targets)}
         self.set_epoch(0)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._memory is not None
+
+    def nbytes(self) -> int:
+        """Bytes the split's images and targets take in memory (as stored)."""
+        with h5py.File(self.path, "r") as f:
+            return sum(
+                self.n * int(np.prod(f[name].shape[1:])) * f[name].dtype.itemsize
+                for name in ("images", *self.targets)
+            )
 
     # ---- epoch state
     def set_epoch(self, epoch: int) -> None:
-        """Fix the order and the transforms of ``epoch`` (a function of (seed, epoch) only)."""
+        """Fix the order of ``epoch`` (a function of (seed, epoch) only)."""
         self.epoch = int(epoch)
         rng = np.random.default_rng([self.seed, self.epoch])
         starts = np.arange(0, self.n, self.block)
@@ -129,9 +162,6 @@ class BlendDataset(keras.utils.PyDataset):
             idx = np.arange(s, min(s + self.block, self.n))
             order.append(rng.permutation(idx) if self.shuffle else idx)
         self.order = np.concatenate(order) if order else np.zeros(0, np.int64)
-        self.transforms = (
-            rng.integers(0, N_DIHEDRAL, self.n) if self.augment else np.zeros(self.n, np.int64)
-        )
 
     # ---- reading
     def _h5(self) -> h5py.File:
@@ -154,6 +184,8 @@ class BlendDataset(keras.utils.PyDataset):
     def read(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Raw arrays (release layout) of the blends ``idx``, in that order."""
         idx = np.asarray(idx)
+        if self._memory is not None:
+            return {name: arr[idx] for name, arr in self._memory.items()}
         blocks = (idx // self.block) * self.block
         out: dict[str, np.ndarray] = {}
         for b in np.unique(blocks):
@@ -171,16 +203,8 @@ class BlendDataset(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         data = self.read(idx)
-        images = data["images"]
         masks = data.get("masks")
-        if self.augment:
-            images = images.copy()
-            masks = masks.copy() if masks is not None else None
-            for j, k in enumerate(self.transforms[idx]):
-                images[j] = dihedral(images[j], int(k))
-                if masks is not None:
-                    masks[j] = dihedral(masks[j], int(k))
-        x = images[..., None].astype(np.float32)
+        x = data["images"][..., None].astype(np.float32)
         if not self.targets:
             return (x,)
         y: dict[str, np.ndarray] = {}
@@ -195,6 +219,7 @@ class BlendDataset(keras.utils.PyDataset):
             self._file.close()
             self._file = None
         self._cache.clear()
+        self._memory = None
 
     def __getstate__(self):  # worker processes reopen the file
         state = self.__dict__.copy()

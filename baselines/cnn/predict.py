@@ -2,8 +2,10 @@
 
 ``predict_images`` runs a model on raw blends (counts) in batches, optionally averaging over the
 8 dihedral transforms about pixel (64, 64) (test-time augmentation: log10 fluxes averaged, masks
-mapped back and averaged). ``write_cnn_submission`` predicts a release's ``test_blends.h5`` and
-writes ``submissions/NAME`` through the method protocol (:class:`CNNMethod` fed by
+mapped back and averaged). The 8 transforms, the forward pass and the average are one compiled
+call (:func:`tta_model`), so on an accelerator the blends cross to the device once.
+``write_cnn_submission`` predicts a release's ``test_blends.h5`` and writes ``submissions/NAME``
+through the method protocol (:class:`CNNMethod` fed by
 ``challenge.loaders.protocol.run_method``), then copies the weights (when ≤ 20 MB) and the training
 history next to the predictions.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ import numpy as np
 
 import baselines.cnn.models  # noqa: F401  (registers the custom layers before loading)
 import baselines.cnn.train  # noqa: F401  (registers the losses and metrics)
-from baselines.cnn.data import N_DIHEDRAL, check_split_file, dihedral
+from baselines.cnn.augment import DihedralMean, DihedralStack
+from baselines.cnn.data import check_split_file
 from challenge.contract.errors import BlendbenchError
 from challenge.contract.submission_folder import SubmissionMetadata, write_submission
 from challenge.loaders.protocol import run_method
@@ -60,6 +64,28 @@ def load_trained(weights: Path | str, model_name: str | None = None) -> keras.Mo
     return model
 
 
+_TTA_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tta_model(model: keras.Model) -> keras.Model:
+    """``model`` averaged over the 8 dihedral transforms about (64, 64), in one graph (cached).
+
+    Same inputs and outputs as ``model``: log10 fluxes averaged; maps mapped back, then averaged.
+    """
+    if model not in _TTA_MODELS:
+        image = keras.Input(model.input.shape[1:], name="blend")
+        out = model(DihedralStack(name="dihedral_stack")(image))
+        if isinstance(out, dict):
+            out = {
+                "flux": DihedralMean(name="flux")(out["flux"]),
+                "masks": DihedralMean(maps=True, name="masks")(out["masks"]),
+            }
+        else:
+            out = DihedralMean(name="flux")(out)
+        _TTA_MODELS[model] = keras.Model(image, out, name=f"{model.name}_tta")
+    return _TTA_MODELS[model]
+
+
 def _run(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(n, 128, 128) counts -> log10 flux (n, 2), masks (n, 2, 128, 128) or None."""
     out = model.predict_on_batch(images[..., None].astype(np.float32))
@@ -82,25 +108,28 @@ def predict_images(
     n = len(images)
     log_flux = np.zeros((n, 2))
     masks = None
-    transforms = range(N_DIHEDRAL) if tta else range(1)
+    net = tta_model(model) if tta else model
     for start in range(0, n, batch_size):
         batch = np.asarray(images[start : start + batch_size])
-        for k in transforms:
-            lf, m = _run(model, dihedral(batch, k, axes=(1, 2)))
-            log_flux[start : start + len(batch)] += lf / len(transforms)
-            if m is not None:
-                if masks is None:
-                    masks = np.zeros((n, 2, *images.shape[1:]), np.float32)
-                m = dihedral(m, k, axes=(2, 3), inverse=True)
-                masks[start : start + len(batch)] += m / len(transforms)
+        lf, m = _run(net, batch)
+        log_flux[start : start + len(batch)] = lf
+        if m is not None:
+            if masks is None:
+                masks = np.zeros((n, 2, *images.shape[1:]), np.float32)
+            masks[start : start + len(batch)] = m
     return 10.0**log_flux, masks
 
 
 class CNNMethod:
     """A trained CNN as a protocol method; the model is loaded once per process."""
 
-    def __init__(self, weights: Path | str, model_name: str | None = None,
-                 batch_size: int = 64, tta: bool = True) -> None:
+    def __init__(
+        self,
+        weights: Path | str,
+        model_name: str | None = None,
+        batch_size: int = 64,
+        tta: bool = True,
+    ) -> None:
         self.weights, self.model_name = Path(weights), model_name
         self.batch_size, self.tta = batch_size, tta
         self._model: keras.Model | None = None

@@ -20,9 +20,13 @@ The paper's schedule (``schedule="plateau"``) halves the learning rate after ``l
 epochs without improvement of the validation loss (as keras.callbacks.ReduceLROnPlateau) and
 stops after ``stop_patience`` such epochs (as keras.callbacks.EarlyStopping); both are done here
 between epochs so that their state is checkpointed. The compact configs use a linear warm-up and
-a cosine decay per step over the planned epochs; with a time budget the plan is cut, after each
-epoch, to the number of epochs that fit. A run always stops after the epoch during which its time
-budget ran out.
+a cosine decay per step over the planned epochs; with a time budget the plan is set again after
+each epoch to the number of epochs that fit, judged from the median duration of this process's
+epochs but its first (which also compiles the step). A run always stops after the epoch during
+which its time budget ran out.
+
+Augmentation runs inside the compiled step (``baselines.cnn.augment``), on the accelerator when
+there is one; the data are held in memory when they fit (``baselines.cnn.data``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from baselines.cnn.augment import (
+    AugmentSpec,
+    ReObserve,
+    RestoreFlux,
+    RestoreMasks,
+    set_augmentation_epoch,
+)  # fmt: skip
 from baselines.cnn.configs import CNNConfig
 from baselines.cnn.data import BlendDataset, check_split_file
-from baselines.cnn.models import LN10, SKY_SIGMA, build_model, unet_part
+from baselines.cnn.models import LN10, SKY_SIGMA, STAMP_SHAPE, build_model, unet_part
 from challenge.contract.errors import BlendbenchError
 
 MAX_LOG_ERROR = 3.0  # dex: the MAPE loss clips |log10(pred / truth)| here (inf-safe)
@@ -103,7 +114,7 @@ FLUX_LOSSES = {"mape": flux_ape, "log_mae": flux_log_mae}
 
 
 def hardware() -> str:
-    """CPU model and core count, and the Keras backend (a line for submission metadata)."""
+    """CPU model and core count, the GPU if any, and the Keras backend (submission metadata)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -116,7 +127,36 @@ def hardware() -> str:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    return f"{cpu} x{cores} cores, keras {keras.__version__} ({keras.backend.backend()})"
+    gpu = accelerator()
+    return (f"{cpu} x{cores} cores" + (f", {gpu}" if gpu else "")
+            + f", keras {keras.__version__} ({keras.backend.backend()})")  # fmt: skip
+
+
+def accelerator() -> str:
+    """The GPU the Keras backend computes on ("" on the CPU), e.g. "1x NVIDIA H100 80GB HBM3"."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            names = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            names = [
+                tf.config.experimental.get_device_details(d).get("device_name", d.name)
+                for d in tf.config.list_physical_devices("GPU")
+            ]
+        elif backend == "torch":
+            import torch
+
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            names = [torch.cuda.get_device_name(i) for i in range(count)]
+        else:
+            names = []
+    except Exception:  # a broken driver must not stop a run from being recorded
+        names = []
+    return f"{len(names)}x {names[0]}" if names else ""
 
 
 @dataclass
@@ -181,6 +221,21 @@ def _normalise_logs(logs: dict[str, float]) -> dict[str, float]:
 # schedule
 
 
+class _TrainClock(keras.callbacks.Callback):
+    """Seconds spent on the training steps of an epoch (validation excluded)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.start
+
+
 class _StepLR(keras.callbacks.Callback):
     """Sets the learning rate before every step from a function of the global step."""
 
@@ -238,21 +293,61 @@ def _release_attrs(path: Path) -> tuple[str, float]:
 # training
 
 
-def _stage_setup(model: keras.Model, config: CNNConfig, stage: str):
-    """(training model, loss, loss weights, metrics, dataset targets) of a stage."""
-    # The training model is a new functional model over the same layers: it carries the
-    # optimizer, so ``model`` itself stays uncompiled and its weight files hold weights only.
+def augment_spec(config: CNNConfig) -> AugmentSpec:
+    """The training configuration's random re-observation (``baselines.cnn.augment``)."""
+    tc = config.train
+    return AugmentSpec(
+        dihedral=tc.augment, resample_fraction=tc.resample_fraction,
+        psf_sigma_px=tuple(tc.psf_sigma_px), shift_px=tc.shift_px,
+        faint_fraction=tc.faint_fraction, faint_mag=tc.faint_mag,
+        noise_fraction=tc.noise_fraction, noise_factor=tc.noise_factor,
+    )  # fmt: skip
+
+
+def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
+    """(training model, loss, loss weights, metrics, dataset targets) of a stage.
+
+    The training model is the network (``model``'s layers, shared) behind :class:`ReObserve`,
+    which augments the batch inside the compiled step, and before the layers that map the
+    outputs back onto the original blend. It carries the optimizer, so ``model`` itself stays
+    uncompiled and its weight files hold weights only.
+    """
     flux_loss = FLUX_LOSSES[config.train.loss]
-    flux = model.get_layer("flux").output
+    image = keras.Input(STAMP_SHAPE, name="blend")
+    blend, log_s, k = ReObserve(augment_spec(config), seed, name="reobserve")(image)
     if config.model == "blend2flux":
-        return keras.Model(model.input, flux), flux_loss, None, [mape], ("flux",)
+        net = keras.Model(model.input, model.get_layer("flux").output)
+        flux = RestoreFlux(name="flux")(net(blend), log_s)
+        return keras.Model(image, flux), flux_loss, None, [mape], ("flux",)
     if stage == "masks":
-        return unet_part(model), "binary_crossentropy", None, [mask_iou], ("masks",)
-    outputs = {"masks": model.get_layer("masks").output, "flux": flux}
+        masks = RestoreMasks(name="masks")(unet_part(model)(blend), k)
+        return keras.Model(image, masks), "binary_crossentropy", None, [mask_iou], ("masks",)
+    net = keras.Model(
+        model.input,
+        {"masks": model.get_layer("masks").output, "flux": model.get_layer("flux").output},
+    )
+    out = net(blend)
+    outputs = {
+        "masks": RestoreMasks(name="masks")(out["masks"], k),
+        "flux": RestoreFlux(name="flux")(out["flux"], log_s),
+    }
     losses = {"masks": "binary_crossentropy", "flux": flux_loss}
     weights = {"masks": config.train.mask_weight, "flux": 1.0}
     metrics = {"masks": [mask_iou], "flux": [mape]}
-    return keras.Model(model.input, outputs), losses, weights, metrics, ("masks", "flux")
+    return keras.Model(image, outputs), losses, weights, metrics, ("masks", "flux")
+
+
+def plan_epochs(max_epochs: int, done: int, left_s: float, epoch_seconds: list[float]) -> int:
+    """Epochs a stage should end at, given ``left_s`` seconds of budget after ``done`` epochs.
+
+    The duration of an epoch is the median of this process's epochs but the first, which also
+    compiled the training step (the first alone when it is all there is), so the plan can grow
+    again once steady epochs show it was pessimistic. Never below ``done``, never above
+    ``max_epochs``.
+    """
+    steady = float(np.median(epoch_seconds[1:] or epoch_seconds))
+    fit_more = int(max(0.0, left_s) // max(steady, 1e-3))
+    return max(done, min(max_epochs, done + fit_more))
 
 
 def _stage_plan(config: CNNConfig, epochs: int, budget_s: float | None) -> list[dict[str, Any]]:
@@ -278,6 +373,8 @@ def train_cnn(
     limit: int | None = None,
     verbose: int = 0,
     progress: Progress | None = None,
+    batch_size: int | None = None,
+    in_memory: bool | None = None,
 ) -> TrainResult:
     """Train ``config`` on the release folder ``data``; write model, history and record to ``out``.
 
@@ -294,6 +391,9 @@ def train_cnn(
         limit: use only the first ``limit`` train and val blends (quick runs).
         verbose: Keras progress bar (0 none, 1 bar, 2 one line per epoch).
         progress: called with each epoch's history row.
+        batch_size: blends per step instead of the config's; the learning rate follows
+            (``TrainConfig.scaled_learning_rate``). A resumed run keeps its batch size.
+        in_memory: hold the train and val splits in memory (None: when they fit).
     """
     data, out = Path(data), Path(out)
     train_path, val_path = data / "train.h5", data / "val.h5"
@@ -337,6 +437,8 @@ def train_cnn(
         out.mkdir(parents=True, exist_ok=True)
         if epochs is not None:
             config = config.with_epochs(epochs)
+        if batch_size is not None:
+            config = config.with_batch_size(batch_size)
         state = {
             "stage_index": 0,
             "stage_epoch": 0,
@@ -347,7 +449,7 @@ def train_cnn(
             "wait": 0,
             "plateau_best": None,
             "plateau_wait": 0,
-            "lr": config.train.learning_rate,
+            "lr": config.train.scaled_learning_rate(),
             "planned_epochs": None,
             "stopped": "",
         }
@@ -376,6 +478,9 @@ def train_cnn(
     }
     plan = _stage_plan(config, config.train.epochs, budget_s)
     tc = config.train
+    peak_lr = tc.scaled_learning_rate()
+    record.update(batch_size=tc.batch_size, peak_learning_rate=peak_lr,
+                  augmentation=augment_spec(config).__dict__)  # fmt: skip
     run_start = time.perf_counter()
     elapsed0 = state["elapsed_s"]
 
@@ -390,7 +495,7 @@ def train_cnn(
         elif stage_index > 0:  # end-to-end training starts from the best pre-trained U-Net
             model.load_weights(ckpt / "pretrained.weights.h5")
         train_model, loss, loss_weights, metrics, targets = _stage_setup(
-            model, config, stage["stage"]
+            model, config, stage["stage"], seed
         )
         optimizer = keras.optimizers.Adam(learning_rate=state["lr"])
         train_model.compile(
@@ -399,12 +504,15 @@ def train_cnn(
         if state["stage_epoch"] > 0:
             _load_optimizer(ckpt, optimizer, train_model.trainable_variables)
         train_ds = BlendDataset(
-            train_path, tc.batch_size, targets, shuffle=True, augment=tc.augment, seed=seed,
-            limit=limit,
+            train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
+            in_memory=in_memory,
         )  # fmt: skip
-        val_ds = BlendDataset(val_path, 64, targets, limit=limit)
+        val_ds = BlendDataset(val_path, max(64, tc.batch_size), targets, limit=limit,
+                              in_memory=in_memory)  # fmt: skip
+        record["data_in_memory"] = train_ds.in_memory
         steps = len(train_ds)
         planned = state["planned_epochs"] or stage["epochs"]
+        epoch_seconds: list[float] = []  # this process's epochs of this stage
         try:
             while state["stage_epoch"] < planned:
                 e = state["stage_epoch"]
@@ -413,18 +521,21 @@ def train_cnn(
                     warmup = tc.warmup_epochs * steps
 
                     def lr_of_step(step, planned=planned, warmup=warmup, steps=steps):
-                        return cosine_lr(step, planned * steps, warmup, tc.learning_rate)
+                        return cosine_lr(step, planned * steps, warmup, peak_lr)
 
                     callbacks.append(_StepLR(lr_of_step, e * steps))
                 else:
                     optimizer.learning_rate = state["lr"]
                 train_ds.set_epoch(state["global_epoch"])
+                set_augmentation_epoch(train_model, seed, state["global_epoch"])
+                clock = _TrainClock()
                 t0 = time.perf_counter()
                 fit = train_model.fit(
                     train_ds, epochs=1, validation_data=val_ds, verbose=verbose, shuffle=False,
-                    callbacks=callbacks,
+                    callbacks=[*callbacks, clock],
                 )  # fmt: skip
                 seconds = time.perf_counter() - t0
+                epoch_seconds.append(seconds)
                 logs = _normalise_logs({k: v[-1] for k, v in fit.history.items()})
                 row = {
                     "epoch": state["global_epoch"] + 1,
@@ -433,7 +544,7 @@ def train_cnn(
                     **logs,
                     "lr": float(optimizer.learning_rate.numpy()),
                     "seconds": round(seconds, 2),
-                    "images_per_s": round(train_ds.n / seconds, 1),
+                    "images_per_s": round(train_ds.n / max(clock.seconds, 1e-9), 1),
                 }
                 history.append(row)
                 state["stage_epoch"] += 1
@@ -462,9 +573,8 @@ def train_cnn(
                             state["plateau_wait"] = 0
                 if stage["budget_s"] is not None:  # plan the epochs that still fit
                     left = stage["budget_s"] - elapsed()
-                    fit_more = int(max(0.0, left) // max(seconds, 1e-3))
-                    planned = max(
-                        state["stage_epoch"], min(planned, state["stage_epoch"] + fit_more)
+                    planned = plan_epochs(
+                        stage["epochs"], state["stage_epoch"], left, epoch_seconds
                     )
                     state["planned_epochs"] = planned
                     if left <= 0:
@@ -490,7 +600,7 @@ def train_cnn(
             shutil.copy2(ckpt / "best.weights.h5", ckpt / "pretrained.weights.h5")
             state.update(
                 stage_index=stage_index + 1, stage_epoch=0, best=None, best_epoch=None, wait=0,
-                plateau_best=None, plateau_wait=0, lr=tc.learning_rate, planned_epochs=None,
+                plateau_best=None, plateau_wait=0, lr=peak_lr, planned_epochs=None,
             )  # fmt: skip
             _atomic_json(ckpt / "state.json", state)
     state["elapsed_s"] = elapsed()

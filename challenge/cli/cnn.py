@@ -57,7 +57,9 @@ def _check_model(model: str) -> str:
 def train_cmd(
     model: str = typer.Argument(..., help=MODEL_HELP),
     config: str = typer.Option(
-        "compact", help="compact (2 CPU cores), paper (GPU sizes); others: baselines/cnn/configs.py"
+        "compact",
+        help="compact (2 CPU cores), paper (GPU sizes), compact-robust / paper-robust (trained "
+        "on re-observed blends); others: baselines/cnn/configs.py",
     ),
     data: Path = typer.Option(..., help="release folder with train.h5 and val.h5"),
     out: Path = typer.Option(..., help="run folder (model.keras, history.csv, run.json)"),
@@ -68,6 +70,17 @@ def train_cmd(
     ),
     resume: bool = typer.Option(False, "--resume", help="continue the run checkpointed in --out"),
     limit: int | None = typer.Option(None, help="use only the first N train/val blends"),
+    batch_size: int | None = typer.Option(
+        None,
+        help="blends per step (default: the config's); the learning rate scales by "
+        "sqrt(batch / 32)",
+    ),
+    in_memory: bool | None = typer.Option(
+        None,
+        "--in-memory/--stream",
+        help="hold the splits in memory, or read them block by block (default: in memory "
+        "when they fit)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-step progress bar"),
 ) -> None:
     """Train a CNN baseline on a release; checkpoints every epoch (resume with --resume)."""
@@ -88,7 +101,7 @@ def train_cmd(
 
     result = train_cnn(
         cfg, data, out, seed=seed, epochs=epochs, time_budget_min=time_budget, resume=resume,
-        limit=limit,
+        limit=limit, batch_size=batch_size, in_memory=in_memory,
         verbose=1 if not quiet and console.is_terminal and err_console.is_terminal else 0,
         progress=on_epoch,
     )  # fmt: skip
