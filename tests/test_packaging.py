@@ -18,7 +18,8 @@ FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")
 # The parts of challenge/, in the order of the data flow: each may import only those before it.
 PARTS = ("contract", "pipeline", "loaders", "scoring", "reports", "cli")
 # Import name -> distribution name, where they differ.
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "tomli_w": "tomli-w"}
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "tomli_w": "tomli-w",
+                 "mpl_toolkits": "matplotlib"}  # mpl_toolkits ships inside matplotlib
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:

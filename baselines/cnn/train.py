@@ -133,25 +133,24 @@ def hardware() -> str:
 
 
 def accelerator() -> str:
-    """The GPU the Keras backend computes on ("" on the CPU), e.g. "1x NVIDIA H100 80GB HBM3"."""
+    """The GPU the Keras backend computes on ("" on the CPU), e.g. "1x NVIDIA H100 80GB HBM3".
+
+    Asks the backend's own module, which Keras has already imported.
+    """
+    import sys
+
     backend = keras.backend.backend()
+    module = sys.modules.get(backend)
     try:
-        if backend == "jax":
-            import jax
-
-            names = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-        elif backend == "tensorflow":
-            import tensorflow as tf
-
+        if backend == "jax" and module is not None:
+            names = [d.device_kind for d in module.devices() if d.platform != "cpu"]
+        elif backend == "tensorflow" and module is not None:
             names = [
-                tf.config.experimental.get_device_details(d).get("device_name", d.name)
-                for d in tf.config.list_physical_devices("GPU")
+                module.config.experimental.get_device_details(d).get("device_name", d.name)
+                for d in module.config.list_physical_devices("GPU")
             ]
-        elif backend == "torch":
-            import torch
-
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            names = [torch.cuda.get_device_name(i) for i in range(count)]
+        elif backend == "torch" and module is not None and module.cuda.is_available():
+            names = [module.cuda.get_device_name(i) for i in range(module.cuda.device_count())]
         else:
             names = []
     except Exception:  # a broken driver must not stop a run from being recorded

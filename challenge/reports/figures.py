@@ -81,37 +81,75 @@ def _save(fig, path: Path) -> Path:
     return Path(path)
 
 
+def _band(score: Score) -> str:
+    """The release's photometric band where the truth records one, else ``""``."""
+    return str(getattr(score.truth_table, "band", "") or "")
+
+
+def _dmag_range(dm: np.ndarray, cap: float = 5.0) -> float:
+    """Half-width (mag) of the Delta mag inset: at least 1, wide enough for 99.5% of ``dm``
+    (rounded up to 0.5 mag), at most ``cap``."""
+    if dm.size == 0:
+        return 1.0
+    half = np.ceil(2 * np.percentile(np.abs(dm), 99.5)) / 2
+    return float(min(max(half, 1.0), cap))
+
+
 def mag_in_out(score: Score):
-    """Figs. 5/6: predicted vs true AB magnitude per role, Delta mag histogram inset."""
+    """Figs. 5/6: measured vs true magnitude per role (hexbins of galaxy counts, one colour bar
+    shared by both panels) with the Delta mag = measured - true histogram as an inset.
+
+    The insets span the data of both roles (at least +-1 mag, at most +-5 mag); galaxies beyond
+    them are counted on the inset, never piled up at its edges. Undetected galaxies (no finite
+    measured magnitude) are counted in the panel's corner.
+    """
     gal = score.galaxies
     true_mag, pred_mag = magnitudes(gal, score.truth_table.zero_point)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharex=True, sharey=True)
+    band = _band(score)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True,
+                             layout="constrained")
+    lo, hi = np.nanmin(true_mag) - 0.5, np.nanmax(true_mag) + 0.5
+    all_dm = gal.dmag[gal.selected]
+    half = _dmag_range(all_dm[np.isfinite(all_dm)])  # one range for both insets
+    hexbins = []
     for j, (ax, role) in enumerate(zip(axes, ("central", "companion"), strict=True)):
         sel = gal.selected[:, j]
         t, p = true_mag[sel, j], pred_mag[sel, j]
         ok = np.isfinite(p)
-        lo, hi = np.nanmin(true_mag) - 0.5, np.nanmax(true_mag) + 0.5
-        ax.hexbin(t[ok], p[ok], gridsize=60, bins="log", cmap="Blues", mincnt=1,
-                  extent=(lo, hi, lo, hi))
+        hexbins.append(ax.hexbin(t[ok], p[ok], gridsize=60, bins="log", cmap="Blues", mincnt=1,
+                                 extent=(lo, hi, lo, hi)))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_xlabel("true magnitude (AB)")
+        ax.set_xlabel(f"true {band} magnitude (mag)" if band else "true magnitude (mag)")
         ov = score.overall[role]
-        ax.set_title(f"{role}: MAPE {ov['mape']:.2f}%, bias {ov['bias']:+.3f}, "
+        ax.set_title(f"{role}: MAPE {ov['mape']:.2f}%, bias {ov['bias']:+.3f} mag, "
                      f"σ {ov['scatter']:.3f} mag", fontsize=9)
         if (~ok).any():
-            ax.text(0.03, 0.97, f"{int((~ok).sum())} not detected", transform=ax.transAxes,
-                    va="top", fontsize=8)
-        inset = ax.inset_axes([0.58, 0.08, 0.38, 0.3])
+            ax.text(0.03, 0.97, f"{int((~ok).sum())} not detected (not shown)",
+                    transform=ax.transAxes, va="top", fontsize=8)
+        inset = ax.inset_axes([0.57, 0.07, 0.4, 0.3])
         dm = gal.dmag[sel, j]
         dm = dm[np.isfinite(dm)]
-        inset.hist(np.clip(dm, -1, 1), bins=60, range=(-1, 1), color=ROLE_COLORS[role])
+        inset.hist(dm, bins=60, range=(-half, half), color=ROLE_COLORS[role])
         inset.axvline(0, color="k", lw=0.6)
-        inset.set_xlabel("Δmag", fontsize=7)
-        inset.tick_params(labelsize=6)
+        inset.set_xlim(-half, half)
+        inset.set_title("Δmag = measured − true (mag)", fontsize=7, pad=2)
+        inset.tick_params(labelsize=6, pad=1.5)
         inset.set_yticks([])
-    axes[0].set_ylabel("predicted magnitude (AB)")
+        outside = int(np.sum(np.abs(dm) > half))
+        if outside:
+            inset.text(0.02, 0.95, f"{outside} beyond ±{half:g}\n(not shown)",
+                       transform=inset.transAxes, va="top", fontsize=6)
+    vmax = max((float(np.max(h.get_array())) for h in hexbins if h.get_array().size),
+               default=1.0)
+    for h in hexbins:
+        h.set_clim(1, max(vmax, 1.0))
+    ticks = [k * 10**e for e in range(7) for k in (1, 2, 5) if k * 10**e <= max(vmax, 1.0)]
+    fig.colorbar(hexbins[0], ax=list(axes), pad=0.01, fraction=0.04, ticks=ticks, format="%g",
+                 label="galaxies per hexagon (log scale)")
+    axes[0].set_ylabel(f"measured {band} magnitude (mag)" if band
+                       else "measured magnitude (mag)")
     fig.suptitle(f"{label(score.submission)} on {label(score.release)} ({score.truth} truth)",
                  fontsize=10)
     return fig
