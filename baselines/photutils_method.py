@@ -35,6 +35,7 @@ import numpy as np
 
 from baselines.peers import import_peer
 from baselines.sep_baseline import NO_DETECTION, assign_sources, detection_case_counts
+from challenge.pipeline.workers import Parallel
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ photutils_method = PhotutilsMethod()
 def run_photutils_baseline(
     folder: str | Path,
     out: str | Path,
-    workers: int = 1,
+    workers: Parallel = 1,
     chunk: int = 250,
     progress=None,
     settings: PhotutilsSettings | None = None,

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from challenge.cli.base import console, user_errors
-from challenge.cli.baselines import DEFAULT_WORKERS, _n_test, baseline_app, with_progress
+from challenge.cli.baselines import (
+    DEFAULT_WORKERS,
+    _n_test,
+    baseline_app,
+    scheduler_option,
+    with_progress,
+    workers_option,
+)  # fmt: skip
 
 
 @baseline_app.command("photutils")
@@ -15,21 +22,24 @@ from challenge.cli.baselines import DEFAULT_WORKERS, _n_test, baseline_app, with
 def photutils_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(Path("submissions/photutils"), help="submission folder to write"),
-    workers: int = typer.Option(DEFAULT_WORKERS, help="processes"),
+    workers: int = workers_option(DEFAULT_WORKERS),
+    scheduler: str = scheduler_option(),
 ) -> None:
     """photutils: segmentation, multi-threshold + watershed deblending, Kron fluxes."""
     from baselines.photutils_method import run_photutils_baseline
     from baselines.sep_baseline import describe_cases
+    from challenge.pipeline.workers import describe, resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, DEFAULT_WORKERS)
     result, elapsed = with_progress(
         "photutils",
         _n_test(data),
-        lambda advance: run_photutils_baseline(data, out, workers, progress=advance),
+        lambda advance: run_photutils_baseline(data, out, parallel, progress=advance),
     )
     n = len(result["flux"])
     console.print(
-        f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, {workers} "
-        f"worker{'s' * (workers != 1)}); global-background fallback "
+        f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, "
+        f"{describe(parallel)}); global-background fallback "
         f"{result['global_background'].mean():.1%}; "
         f"detection cases {describe_cases(result['detection'])}; wrote {out}"
     )
