@@ -152,6 +152,70 @@ def test_reobservation_keeps_flux_and_sky_noise_and_is_set_by_seed_and_epoch():
     keras.backend.clear_session()
 
 
+def _two_galaxies():
+    """(1, 128, 128, 1) two round galaxies, central on (64, 64), companion on (64, 100), no
+    noise, and their (1, 128, 128, 2) footprints (disjoint discs of radius 12 px)."""
+    yy, xx = np.mgrid[:128, :128]
+    image = np.zeros((128, 128), "float32")
+    maps = np.zeros((128, 128, 2), "float32")
+    for g, (cy, cx, flux) in enumerate([(64, 64, 40.0), (64, 100, 10.0)]):
+        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        image += flux * np.exp(-r2 / (2 * 3.0**2)) / (2 * np.pi * 9)
+        maps[..., g] = r2 <= 12**2
+    return image[None, ..., None], maps[None]
+
+
+def test_knots_move_light_within_each_galaxy_and_keep_its_flux():
+    from baselines.cnn.augment import AugmentSpec, ReObserve, set_augmentation_epoch
+
+    image, maps = _two_galaxies()
+    x, m = np.repeat(image, 8, axis=0), np.repeat(maps, 8, axis=0)
+    layer = ReObserve(AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(0.4, 0.6)))
+    with pytest.raises(ValueError, match="segmentation maps"):
+        layer(x, training=True)
+    out, log_s, k = layer(x, m, training=True)
+    out, log_s = np.asarray(out)[..., 0], np.asarray(log_s)
+    assert np.all(log_s == 0) and np.all(np.asarray(k) == 0)  # the truth needs no mapping back
+    # each galaxy keeps its flux (the knots' blur spills < 0.5% past a 20 px radius) ...
+    yy, xx = np.mgrid[:128, :128]
+    for cy, cx in [(64, 64), (64, 100)]:
+        near = (yy - cy) ** 2 + (xx - cx) ** 2 <= 17**2
+        np.testing.assert_allclose(out[:, near].sum(axis=1), x[0, ..., 0][near].sum(), rtol=5e-3)
+    # ... while its light is rearranged into knots (40-60% moved; they fall partly where the
+    # light was)
+    moved = np.abs(out - x[..., 0]).sum(axis=(1, 2)) / x[0].sum()
+    assert np.all(moved > 0.2)
+    # nothing moves where neither galaxy is (beyond the knots' blur)
+    far = (np.hypot(yy - 64, xx - 64) > 22) & (np.hypot(yy - 64, xx - 100) > 22)
+    assert np.abs(out[:, far]).max() < 1e-4
+    # the blends of a batch get different knots, set by (seed, epoch)
+    assert not np.allclose(out[0], out[1])
+    runs = []
+    for epoch in (3, 3, 4):
+        set_augmentation_epoch(layer, seed=1, epoch=epoch)
+        runs.append(np.asarray(layer(x, m, training=True)[0]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    keras.backend.clear_session()
+
+
+def test_knots_bring_the_noise_back_to_its_level():
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+
+    sigma = 0.012
+    _, maps = _two_galaxies()
+    sky = _pure_sky(32, sigma, seed=3)
+    layer = ReObserve(AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(0.6, 0.6)),
+                      seed=2)  # fmt: skip
+    out = np.asarray(layer(sky, np.repeat(maps, 32, axis=0), training=True)[0])
+    inside = maps[0, ..., 0] > 0
+    # the footprint's pixels were scaled by 0.4 (and their light put into faint knots): the
+    # noise is back to sigma, not 0.4 sigma
+    assert not np.allclose(out[:, inside], sky[:, inside])
+    assert abs(out[:, inside].std() / sigma - 1) < 0.05
+    keras.backend.clear_session()
+
+
 # --------------------------------------------------------------------------------------------
 # training, resume, prediction
 

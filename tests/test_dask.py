@@ -209,6 +209,50 @@ def test_run_on_a_cluster_gives_the_single_process_predictions(tiny_release, clu
             assert np.array_equal(one.outputs[key], many.outputs[key]), key
 
 
+def test_workers_that_cannot_see_the_file_are_sent_the_blends(tiny_release, cluster,
+                                                              monkeypatch):  # fmt: skip
+    from baselines.sep_baseline import sep_method
+    from challenge.contract.release import blends_file
+    from challenge.loaders import protocol
+
+    # a LocalCluster's workers read the test blends themselves ...
+    assert protocol.workers_see(cluster, blends_file(tiny_release, "test"))
+    assert not protocol.workers_see(cluster, tiny_release / "no-such-file.h5")
+    one = protocol.run_method(sep_method, tiny_release, batch_size=40)
+    # ... a cluster on another file system is sent them, with the same result
+    monkeypatch.setattr(protocol, "workers_see", lambda client, path: False)
+    sent = protocol.run_method(sep_method, tiny_release, batch_size=13, workers=cluster)
+    for key in one.outputs:
+        assert np.array_equal(one.outputs[key], sent.outputs[key]), key
+
+
+def test_a_release_with_an_empty_split_is_refused_in_one_line():
+    from challenge.contract.errors import ReleaseError
+
+    with pytest.raises(ReleaseError, match="leaves test empty; every split needs"):
+        ReleaseSpec(name="t", n_blends={"train": 50, "val": 20, "test": 0})
+
+
+def test_baseline_scarlet2_and_cnn_take_a_scheduler(tiny_release, tmp_path):
+    from challenge.contract.submission import read_submission
+
+    both = runner.invoke(app, ["baseline", "scarlet2", "--data", str(tiny_release), "--out",
+                               str(tmp_path / "s"), "--workers", "2", "--scheduler", "local:2"])
+    assert "give one of them" in _one_error_line(both)
+    weights = Path(__file__).resolve().parents[1] / "submissions" / "blend2flux-compact"
+    if not (weights / "model.keras").is_file():
+        pytest.skip("the committed blend2flux-compact weights are not in this checkout")
+    flux = {}
+    for name, extra in (("one", []), ("two", ["--scheduler", "local:2"])):
+        result = runner.invoke(app, ["baseline", "blend2flux", "--weights",
+                                     str(weights / "model.keras"), "--data", str(tiny_release),
+                                     "--out", str(tmp_path / name), "--no-tta", *extra])
+        assert result.exit_code == 0, result.output
+        flux[name] = read_submission(tmp_path / name).flux
+    assert "2 workers" in result.output
+    np.testing.assert_allclose(flux["one"], flux["two"], rtol=1e-5)
+
+
 def test_run_cli_on_a_local_scheduler(tiny_release, tmp_path):
     from challenge.contract.submission import read_submission
 

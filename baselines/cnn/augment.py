@@ -4,26 +4,39 @@
 (never in the saved model). While training it transforms every blend of the batch on the
 accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and PyTorch alike):
 
-1. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
+1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
+   segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
+   galaxy's light inside its own footprint (its segmentation map less the other galaxy's) is
+   moved into ``n`` equal point sources (``n`` uniform in ``clump_count``), placed with
+   probability proportional to the square root of that light and blurred by a Gaussian PSF of
+   ``knot_psf_sigma_px``: clumpy substructure as in the ``v1-clumpy`` track (GalSim
+   ``RandomKnots``). The light moved is the light added, so each galaxy keeps its flux and the
+   truth stays valid (up to the other galaxy's faint wings inside the footprint). The pixels
+   scaled by ``1 - f`` get white noise back to their former level. Runs first, on the blend as
+   stored, so that the maps need no transform.
+
+2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
    on the central pixel; the sky has no preferred orientation).
-2. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
+3. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
    Gaussian of ``psf_sigma_px`` (a broader PSF: v1's has sigma 1.27 px, ``v1-psf-broad``'s 1.91 px,
    i.e. an extra 1.43 px) combined with a shift of up to ``shift_px`` in each direction (the
    galaxy's centre falls anywhere inside its pixel). Applied as two 128 x 128 matrix products
    per blend, ``K_y @ image @ K_x^T``.
-3. **Distance / luminosity** (a share ``faint_fraction``) — every pixel times ``s = 10**(-0.4 dm)``
+4. **Distance / luminosity** (a share ``faint_fraction``) — every pixel times ``s = 10**(-0.4 dm)``
    with ``dm`` up to ``faint_mag``: the same pair of galaxies, fainter. The truth fluxes scale by
    the same ``s``.
-4. **Depth** (a share ``noise_fraction``) — the sky noise raised to ``f`` times the release's
-   sigma, ``f`` log-uniform in [1, ``noise_factor``] (a shallower survey).
-
-Steps 2–4 shrink the noise already in the image (a normalised kernel averages it; ``s`` scales
+5. **Depth** (a share ``noise_fraction``) — the sky noise raised to ``f`` times the release's
+   sigma, ``f`` log-uniform in [1, ``noise_factor``] (a shallower survey). Trained on a deep
+   release (``v1-deep``: v1's training galaxies under half v1's sky noise), the same step
+   makes v1-like and shallower blends from deep ones: noise can be added, never taken away.
+Steps 3–5 shrink the noise already in the image (a normalised kernel averages it; ``s`` scales
 it), so white Gaussian noise is added to bring it back to ``f`` times the blend's own noise,
 measured as the network measures it (``models.SkyNoise``; a v1 blend's noise is not the
 release's ``sky_sigma``: where the two stamps overlap, both stamps' noise adds up): a
-re-observed blend has the noise of the survey it pretends to come from, never less. What
-cannot be simulated from a v1 blend — a sharper PSF, a quieter sky — is left to the network's
-inputs (noise measured per image, fluxes relative to the aperture flux).
+re-observed blend has the noise of the survey it pretends to come from, never less. A sharper
+PSF cannot be simulated from a blend, and a quieter sky only from deeper training data; what
+remains is left to the network's inputs (noise measured per image, fluxes relative to the
+aperture flux).
 
 The truth stays untouched: :class:`Restore` maps the network's outputs back to the original
 blend (``log10 flux - log10 s``; maps through the inverse dihedral transform) so that the usual
@@ -63,6 +76,10 @@ class AugmentSpec:
         faint_mag: largest dimming (mag), uniform in [0, faint_mag].
         noise_fraction: share of blends observed with a noisier sky.
         noise_factor: largest sky sigma as a multiple of the release's (log-uniform from 1).
+        clump_fraction: chance that each galaxy of a blend gets star-forming knots.
+        clump_flux: range of the share of the galaxy's light moved into knots.
+        clump_count: range of the number of knots (both ends included).
+        knot_psf_sigma_px: Gaussian sigma (px) of a knot's image (v1's PSF: about 1.27 px).
     """
 
     dihedral: bool = True
@@ -73,6 +90,15 @@ class AugmentSpec:
     faint_mag: float = 2.5
     noise_fraction: float = 0.0
     noise_factor: float = 2.5
+    clump_fraction: float = 0.0
+    clump_flux: tuple[float, float] = (0.2, 0.6)
+    clump_count: tuple[int, int] = (15, 60)
+    knot_psf_sigma_px: float = 1.27
+
+    @property
+    def needs_footprints(self) -> bool:
+        """Whether :class:`ReObserve` needs the truth segmentation maps as a second input."""
+        return self.clump_fraction > 0
 
 
 def _reflect(x, axis: int):
@@ -169,13 +195,62 @@ def _gaussian_matrices(sigma, shift, n: int):
     return ops.exp(-0.5 * ops.square((offsets - d) / s)) / norm, gain
 
 
+def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
+    """Move a share of each chosen galaxy's light into star-forming knots (step 0 above).
+
+    Args:
+        x: (batch, H, W, 1) blends, counts.
+        footprints: (batch, H, W, 2) truth segmentation maps [central, companion], 0 or 1.
+        spec: the augmentation (``clump_*`` and ``knot_psf_sigma_px`` fields).
+        gen: the layer's ``keras.random.SeedGenerator``.
+        sigma0: (batch,) each blend's sky noise, counts / px.
+
+    Returns:
+        (batch, H, W, 1) blends with the same total flux per galaxy footprint.
+    """
+    n = ops.shape(x)[0]
+    h, w = x.shape[1], x.shape[2]
+    image = x[..., 0]
+    maps = ops.cast(footprints, "float32")
+    own = ops.transpose(maps * (1.0 - maps[..., ::-1]), (0, 3, 1, 2))  # (batch, 2, H, W)
+    light = image[:, None] * own
+    total = ops.sum(light, axis=(2, 3))  # (batch, 2) counts
+    on = ops.logical_and(
+        keras.random.uniform((n, 2), seed=gen) < spec.clump_fraction, total > 0.0
+    )
+    share = ops.where(on, keras.random.uniform((n, 2), *spec.clump_flux, seed=gen), 0.0)
+    k_max = int(spec.clump_count[1])
+    count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
+    # Knot positions drawn with probability ~ sqrt(light) (pixels at or below zero: never):
+    # spread over the disc rather than piled on the core, as GalSim's random-walk knots are.
+    logits = 0.5 * ops.log(ops.reshape(ops.maximum(light, 0.0), (-1, h * w)) + 1e-30)
+    pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
+    rows = ops.one_hot(pixel // w, h)  # (2 batch, K, H)
+    cols = ops.one_hot(pixel % w, w)  # (2 batch, K, W)
+    active = ops.cast(ops.arange(k_max)[None, :] < ops.reshape(count, (-1, 1)), "float32")
+    knot_flux = ops.reshape(share * total / ops.cast(count, "float32"), (-1, 1)) * active
+    points = ops.matmul(ops.transpose(rows * knot_flux[..., None], (0, 2, 1)), cols)
+    points = ops.sum(ops.reshape(points, (-1, 2, h, w)), axis=1)  # (batch, H, W)
+    psf = ops.full((n,), spec.knot_psf_sigma_px, dtype="float32")
+    zero = ops.zeros((n,), dtype="float32")
+    ky, _ = _gaussian_matrices(psf, zero, h)
+    kx, _ = _gaussian_matrices(psf, zero, w)
+    knots = ops.matmul(ops.matmul(ky, points), ops.transpose(kx, (0, 2, 1)))
+    moved = ops.sum(share[:, :, None, None] * light, axis=1)
+    # The scaled pixels' noise, sigma0 (1 - f), brought back to sigma0.
+    refill = ops.sum(own * ops.sqrt(1.0 - ops.square(1.0 - share))[:, :, None, None], axis=1)
+    noise = ops.reshape(sigma0, (-1, 1, 1)) * refill * keras.random.normal((n, h, w), seed=gen)
+    return (image - moved + knots + noise)[..., None]
+
+
 @keras.saving.register_keras_serializable(package="blendbench")
 class ReObserve(layers.Layer):
     """Training-only random re-observation: (batch, H, W, 1) counts -> same, log10 s, k.
 
     Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
-    zeros and zeros.
+    zeros and zeros. With ``clump_fraction`` > 0 the layer takes a second input, the truth
+    segmentation maps (batch, H, W, 2) of the blends.
     """
 
     def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, **kwargs):
@@ -191,7 +266,7 @@ class ReObserve(layers.Layer):
         self.sky_noise.build(input_shape)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
-    def call(self, x, training=None):
+    def call(self, x, footprints=None, training=None):
         n = ops.shape(x)[0]
         zeros = ops.zeros((n, 1), dtype="float32")
         no_k = ops.zeros((n,), dtype="int32")
@@ -203,6 +278,10 @@ class ReObserve(layers.Layer):
             return keras.random.uniform((n,), seed=gen) < p
 
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
+        if spec.needs_footprints:
+            if footprints is None:
+                raise ValueError("ReObserve with clump_fraction > 0 needs the segmentation maps")
+            x = add_knots(x, footprints, spec, gen, sigma0)
         k = keras.random.randint((n,), 0, 8, dtype="int32", seed=gen) if spec.dihedral else no_k
         x = dihedral_ops(x, k) if spec.dihedral else x
         noise_left = ops.ones((n,), dtype="float32")  # noise left in the image / sigma0
@@ -232,8 +311,8 @@ class ReObserve(layers.Layer):
             x = x + ops.reshape(add, (-1, 1, 1, 1)) * keras.random.normal(ops.shape(x), seed=gen)
         return x, ops.reshape(log_s, (-1, 1)), k
 
-    def compute_output_shape(self, input_shape):
-        return input_shape, (input_shape[0], 1), (input_shape[0],)
+    def compute_output_shape(self, x_shape, footprints_shape=None):
+        return x_shape, (x_shape[0], 1), (x_shape[0],)
 
     def get_config(self):
         from dataclasses import asdict

@@ -105,7 +105,8 @@ class TrainConfig:
             batch size scales it by sqrt(batch_size / reference_batch_size) (the square-root
             rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
-            noise_factor: the random re-observation of training blends on the accelerator
+            noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px: the random
+            re-observation of training blends on the accelerator
             (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms only).
     """
 
@@ -129,6 +130,10 @@ class TrainConfig:
     faint_mag: float = 2.5
     noise_fraction: float = 0.0
     noise_factor: float = 2.5
+    clump_fraction: float = 0.0
+    clump_flux: tuple[float, float] = (0.2, 0.6)
+    clump_count: tuple[int, int] = (15, 60)
+    knot_psf_sigma_px: float = 1.27
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
@@ -227,10 +232,17 @@ CONFIGS: dict[tuple[str, str], CNNConfig] = {
     ),
 }
 
-# Robust references: the same networks, reading each blend's noise, trained on blends re-observed
-# with broader PSFs, sub-pixel shifts, fainter fluxes and noisier skies (baselines.cnn.augment).
-# The shares leave about a quarter of the training blends as v1 made them.
-ROBUST_AUGMENTATION = {"resample_fraction": 0.35, "faint_fraction": 0.35, "noise_fraction": 0.35}
+# Robust references: the same networks, reading each blend's noise, trained on the deep release
+# ``v1-deep`` (v1's training galaxies under half v1's sky noise; README) re-observed with broader
+# PSFs, sub-pixel shifts, fainter fluxes, star-forming knots and skies from as deep as v1-deep's
+# to 5 times as noisy (v1's is 2 times; baselines.cnn.augment).
+ROBUST_AUGMENTATION = {
+    "resample_fraction": 0.35,
+    "faint_fraction": 0.35,
+    "noise_fraction": 0.75,
+    "noise_factor": 5.0,
+    "clump_fraction": 0.25,
+}
 ROBUST_ARCH = replace(ModelConfig(), noise_from_image=True)
 CONFIGS[("blend2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2flux", ROBUST_ARCH,

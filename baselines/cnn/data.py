@@ -103,6 +103,9 @@ class BlendDataset(keras.utils.PyDataset):
         limit: use only the first ``limit`` blends (quick runs, tests).
         in_memory: hold the split in memory (None: when it takes less than half of the memory
             available now).
+        footprints: also give the truth segmentation maps as an input: each batch's inputs are
+            then ``{"blend": (batch, 128, 128, 1), "footprints": (batch, 128, 128, 2)}``
+            (training-time knots, ``baselines.cnn.augment``).
         **kwargs: ``keras.utils.PyDataset`` options (workers, use_multiprocessing, ...).
     """
 
@@ -116,11 +119,13 @@ class BlendDataset(keras.utils.PyDataset):
         block: int = 512,
         limit: int | None = None,
         in_memory: bool | None = None,
+        footprints: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.path = Path(path)
-        n = check_split_file(self.path, targets)
+        self.footprints = bool(footprints)
+        n = check_split_file(self.path, (*targets, *(("masks",) if footprints else ())))
         self.n = min(n, limit) if limit else n
         self.batch_size = int(batch_size)
         self.targets = tuple(targets)
@@ -134,8 +139,13 @@ class BlendDataset(keras.utils.PyDataset):
             in_memory = 2 * self.nbytes() < available_memory()
         if in_memory:
             with h5py.File(self.path, "r") as f:
-                self._memory = {name: f[name][: self.n] for name in ("images", *self.targets)}
+                self._memory = {name: f[name][: self.n] for name in self._fields()}
         self.set_epoch(0)
+
+    def _fields(self) -> tuple[str, ...]:
+        """The datasets read from the split file."""
+        extra = ("masks",) if self.footprints and "masks" not in self.targets else ()
+        return ("images", *self.targets, *extra)
 
     @property
     def in_memory(self) -> bool:
@@ -146,7 +156,7 @@ class BlendDataset(keras.utils.PyDataset):
         with h5py.File(self.path, "r") as f:
             return sum(
                 self.n * int(np.prod(f[name].shape[1:])) * f[name].dtype.itemsize
-                for name in ("images", *self.targets)
+                for name in self._fields()
             )
 
     # ---- epoch state
@@ -173,9 +183,7 @@ class BlendDataset(keras.utils.PyDataset):
         if start not in self._cache:
             f = self._h5()
             stop = min(start + self.block, self.n)
-            data = {"images": f["images"][start:stop]}
-            for name in self.targets:
-                data[name] = f[name][start:stop]
+            data = {name: f[name][start:stop] for name in self._fields()}
             if len(self._cache) >= 2:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[start] = data
@@ -205,13 +213,16 @@ class BlendDataset(keras.utils.PyDataset):
         data = self.read(idx)
         masks = data.get("masks")
         x = data["images"][..., None].astype(np.float32)
+        maps = np.moveaxis(masks, 1, -1).astype(np.float32) if masks is not None else None
+        if self.footprints:
+            x = {"blend": x, "footprints": maps}
         if not self.targets:
             return (x,)
         y: dict[str, np.ndarray] = {}
         if "flux" in self.targets:
             y["flux"] = np.log10(np.maximum(data["flux"], MIN_FLUX)).astype(np.float32)
-        if masks is not None:
-            y["masks"] = np.moveaxis(masks, 1, -1).astype(np.float32)
+        if "masks" in self.targets:
+            y["masks"] = maps
         return x, (y[self.targets[0]] if len(self.targets) == 1 else y)
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from baselines.cnn.data import check_split_file
 from challenge.contract.errors import BlendbenchError
 from challenge.contract.submission_folder import SubmissionMetadata, write_submission
 from challenge.loaders.protocol import run_method
+from challenge.pipeline.workers import Parallel
 
 MAX_WEIGHTS_BYTES = 20 * 1024**2
 PAPER_LINK = (
@@ -169,19 +170,22 @@ def write_cnn_submission(
     batch_size: int = 64,
     tta: bool = True,
     progress: Callable[[int], None] | None = None,
+    workers: Parallel = 1,
 ) -> tuple[Path, dict[str, Any]]:
     """Predict the test blends of the release ``data`` and write the submission folder ``out``.
 
     The metadata take the parameter count from the model, and the training time, hardware and
     settings from the ``run.json`` beside the weights. ``progress`` gets the number of blends
-    done after each chunk. Returns ``out`` and a summary dict.
+    done after each chunk. ``workers``: where the chunks run
+    (:data:`challenge.pipeline.workers.Parallel`; each worker loads the weights from their path
+    once, so a remote cluster must share this file system). Returns ``out`` and a summary dict.
     """
     weights, data, out = Path(weights), Path(data), Path(out)
     check_split_file(data / "test_blends.h5", ("blend_id",))
     method = CNNMethod(weights, model_name, batch_size, tta)
     model = method.model
     record = _training_record(weights)
-    run = run_method(method, data, batch_size=512, workers=1, progress=progress)
+    run = run_method(method, data, batch_size=512, workers=workers, progress=progress)
     blend_id, flux, masks = run.blend_id, run.outputs["flux"], run.outputs.get("masks")
     release, n, inference_s = run.context.release, len(run.blend_id), run.seconds
     settings = {
@@ -216,5 +220,6 @@ def write_cnn_submission(
         if (weights.parent / name).is_file():
             shutil.copy2(weights.parent / name, out / name)
             copied.append(name)
-    summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release}
+    summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release,
+               "workers": run.workers}
     return out, summary

@@ -300,6 +300,8 @@ def augment_spec(config: CNNConfig) -> AugmentSpec:
         psf_sigma_px=tuple(tc.psf_sigma_px), shift_px=tc.shift_px,
         faint_fraction=tc.faint_fraction, faint_mag=tc.faint_mag,
         noise_fraction=tc.noise_fraction, noise_factor=tc.noise_factor,
+        clump_fraction=tc.clump_fraction, clump_flux=tuple(tc.clump_flux),
+        clump_count=tuple(tc.clump_count), knot_psf_sigma_px=tc.knot_psf_sigma_px,
     )  # fmt: skip
 
 
@@ -312,15 +314,22 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
     uncompiled and its weight files hold weights only.
     """
     flux_loss = FLUX_LOSSES[config.train.loss]
+    spec = augment_spec(config)
     image = keras.Input(STAMP_SHAPE, name="blend")
-    blend, log_s, k = ReObserve(augment_spec(config), seed, name="reobserve")(image)
+    if spec.needs_footprints:  # the knots need the truth segmentation maps (a training input)
+        footprints = keras.Input((*STAMP_SHAPE[:2], 2), name="footprints")
+        inputs = {"blend": image, "footprints": footprints}
+        blend, log_s, k = ReObserve(spec, seed, name="reobserve")(image, footprints)
+    else:
+        inputs = image
+        blend, log_s, k = ReObserve(spec, seed, name="reobserve")(image)
     if config.model == "blend2flux":
         net = keras.Model(model.input, model.get_layer("flux").output)
         flux = RestoreFlux(name="flux")(net(blend), log_s)
-        return keras.Model(image, flux), flux_loss, None, [mape], ("flux",)
+        return keras.Model(inputs, flux), flux_loss, None, [mape], ("flux",)
     if stage == "masks":
         masks = RestoreMasks(name="masks")(unet_part(model)(blend), k)
-        return keras.Model(image, masks), "binary_crossentropy", None, [mask_iou], ("masks",)
+        return keras.Model(inputs, masks), "binary_crossentropy", None, [mask_iou], ("masks",)
     net = keras.Model(
         model.input,
         {"masks": model.get_layer("masks").output, "flux": model.get_layer("flux").output},
@@ -333,7 +342,7 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
     losses = {"masks": "binary_crossentropy", "flux": flux_loss}
     weights = {"masks": config.train.mask_weight, "flux": 1.0}
     metrics = {"masks": [mask_iou], "flux": [mape]}
-    return keras.Model(image, outputs), losses, weights, metrics, ("masks", "flux")
+    return keras.Model(inputs, outputs), losses, weights, metrics, ("masks", "flux")
 
 
 def plan_epochs(max_epochs: int, done: int, left_s: float, epoch_seconds: list[float]) -> int:
@@ -405,6 +414,8 @@ def train_cnn(
                 "(`blendbench generate --release v1 --out DIR`)"
             )
     needs = ("flux",) if config.model == "blend2flux" else ("masks", "flux")
+    if augment_spec(config).needs_footprints:
+        needs = ("masks", "flux")
     check_split_file(train_path, needs)
     check_split_file(val_path, needs)
     release, sky_sigma = _release_attrs(train_path)
@@ -502,12 +513,13 @@ def train_cnn(
         )
         if state["stage_epoch"] > 0:
             _load_optimizer(ckpt, optimizer, train_model.trainable_variables)
+        footprints = augment_spec(config).needs_footprints
         train_ds = BlendDataset(
             train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
-            in_memory=in_memory,
+            in_memory=in_memory, footprints=footprints,
         )  # fmt: skip
         val_ds = BlendDataset(val_path, max(64, tc.batch_size), targets, limit=limit,
-                              in_memory=in_memory)  # fmt: skip
+                              in_memory=in_memory, footprints=footprints)  # fmt: skip
         record["data_in_memory"] = train_ds.in_memory
         steps = len(train_ds)
         planned = state["planned_epochs"] or stage["epochs"]

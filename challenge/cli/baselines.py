@@ -43,10 +43,13 @@ def with_progress(name: str, total: int, run: Callable[[Callable[[int], None]], 
         return run(lambda k: bar.advance(task, k))
 
 
-def scheduler_option():
+def scheduler_option(shared: str = ""):
+    """``--scheduler``; ``shared`` names what a remote cluster's workers must see at the same
+    paths (for methods that read or write files there)."""
+    need = f" whose workers see {shared} at the same paths" if shared else ""
     return typer.Option(
         None, help="run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running "
-        "Dask scheduler); the predictions do not depend on it"
+        f"Dask scheduler{need}); the predictions do not depend on it"
     )
 
 

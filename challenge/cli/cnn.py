@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from challenge.cli.base import app, console, err_console, user_errors
-from challenge.cli.baselines import baseline_app, with_progress
+from challenge.cli.baselines import baseline_app, scheduler_option, with_progress, workers_option
 from challenge.contract.errors import import_extra
 from challenge.contract.release import DEFAULT_SEED
 
@@ -116,21 +116,24 @@ def train_cmd(
     )
 
 
-def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool):
+def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
+              workers: int | None = None, scheduler: str | None = None):  # fmt: skip
     from challenge.contract.release import resolve_release
+    from challenge.pipeline.workers import describe, resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, 1)
     predict = _import_cnn("baselines.cnn.predict", f"blendbench baseline {model}")
     n = resolve_release(data)[1].spec.n_blends["test"]
     out, summary = with_progress(
         model,
         n,
         lambda advance: predict.write_cnn_submission(
-            model, weights, data, out, batch_size, tta, progress=advance
+            model, weights, data, out, batch_size, tta, progress=advance, workers=parallel
         ),
     )
     console.print(
         f"{model}: {summary['n']} blends in {summary['inference_s']:.1f} s "
-        f"({summary['n'] / summary['inference_s']:.0f} blends/s"
+        f"({summary['n'] / summary['inference_s']:.0f} blends/s, {describe(parallel)}"
         + (", 8-fold test-time augmentation" if tta else "")
         + f"); wrote {out} (+ {', '.join(summary['copied']) or 'no training files'})"
     )
@@ -144,9 +147,11 @@ def blend2flux_cmd(
     out: Path = typer.Option(Path("submissions/blend2flux"), help="submission folder to write"),
     batch_size: int = typer.Option(64, help="blends per forward pass"),
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
+    workers: int = workers_option(1),
+    scheduler: str = scheduler_option("the weights and the release"),
 ) -> None:
     """blend2flux (Boucaud et al. 2019): a conv net from the blend to the two fluxes."""
-    _baseline("blend2flux", weights, data, out, batch_size, tta)
+    _baseline("blend2flux", weights, data, out, batch_size, tta, workers, scheduler)
 
 
 @baseline_app.command("blend2mask2flux")
@@ -159,6 +164,8 @@ def blend2mask2flux_cmd(
     ),
     batch_size: int = typer.Option(64, help="blends per forward pass"),
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
+    workers: int = workers_option(1),
+    scheduler: str = scheduler_option("the weights and the release"),
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
-    _baseline("blend2mask2flux", weights, data, out, batch_size, tta)
+    _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler)

@@ -50,7 +50,8 @@ def photutils_cmd(
 def scarlet2_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
     out: Path = typer.Option(Path("submissions/scarlet2"), help="submission folder to write"),
-    workers: int = typer.Option(1, help="processes (1 is fastest on 2 cores: XLA uses both)"),
+    workers: int = workers_option(1),
+    scheduler: str = scheduler_option("the release and the submission folder (checkpoints)"),
     resume: bool = typer.Option(
         False, "--resume", help="reuse OUT/checkpoints of an interrupted run"
     ),
@@ -72,7 +73,9 @@ def scarlet2_cmd(
     """
     from baselines.scarlet_method import ScarletSettings, run_scarlet_baseline
     from baselines.sep_baseline import describe_cases
+    from challenge.pipeline.workers import describe, resolve_parallel
 
+    parallel = resolve_parallel(workers, scheduler, 1)
     total = _n_test(data) if limit is None else min(limit, _n_test(data))
     result, elapsed = with_progress(
         "scarlet2",
@@ -80,7 +83,7 @@ def scarlet2_cmd(
         lambda advance: run_scarlet_baseline(
             data,
             out,
-            workers=workers,
+            workers=parallel,
             resume=resume,
             batch_size=batch_size,
             settings=ScarletSettings(n_iter=n_iter),
@@ -99,7 +102,8 @@ def scarlet2_cmd(
     n = len(result["flux"])
     fitted = result["crop"] > 0
     console.print(
-        f"scarlet2: {n} blends in {elapsed:.1f} s ({n / elapsed:.2f} blends/s); failed fits "
+        f"scarlet2: {n} blends in {elapsed:.1f} s ({n / elapsed:.2f} blends/s, "
+        f"{describe(parallel)}); failed fits "
         f"(sep fallback) {int(result['failed'].sum())}, not converged "
         f"{int((~result['converged'] & fitted).sum())}; detection cases "
         f"{describe_cases(result['detection'])}; wrote {out}"

@@ -121,6 +121,13 @@ class ReleaseSpec:
             )
         if self.base and (self.n_blends["train"] or self.n_blends["val"]):
             raise ReleaseError(f"release {self.name!r}: a shift track holds test blends only")
+        least = {s: 0 if self.base and s != "test" else 1 for s in SPLITS}
+        empty = [s for s in SPLITS if not self.n_blends[s] >= least[s]]
+        if empty:
+            raise ReleaseError(
+                f"release {self.name!r}: n_blends {self.n_blends} leaves {', '.join(empty)} "
+                "empty; every split needs at least one blend, e.g. train 2000, val 500, test 1000"
+            )
         if self.psf_kind not in PSF_KINDS or (self.psf_kind == "file") != bool(self.psf_file):
             raise ReleaseError(
                 f"release {self.name!r}: psf_kind {self.psf_kind!r} with psf_file "

@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 
 from challenge.contract.errors import BlendbenchError
-from challenge.contract.release import ReleaseInfo, resolve_release
+from challenge.contract.release import ReleaseInfo, blends_file, resolve_release
 from challenge.contract.submission import MAX_FLUX
 from challenge.loaders.release import load_release
 from challenge.pipeline.workers import Parallel, dask_client, first_line, in_order, n_threads
@@ -349,6 +349,40 @@ def iter_batches(data: str | Path, batch_size: int):
         yield Batch(test.blend_id[sl], test.images[sl], r_e[sl])
 
 
+def file_signature(path: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None where it cannot be read; run on
+    each worker to learn whether the workers see the command's files."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb"):
+            pass
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _call_on_rows(method, path: str, start: int, stop: int, blend_id, r_e, context, k: int,
+                  timeout):  # fmt: skip
+    """:func:`_call` on test blends ``start:stop``, read by the worker from ``path`` itself."""
+    with h5py.File(path, "r") as f:
+        images = f["images"][start:stop]
+    return _call(method, Batch(blend_id, images, r_e), context, k, timeout)
+
+
+def workers_see(client, path: str | Path) -> bool:
+    """Whether every worker of ``client`` reads the same file at ``path`` as this process (a
+    LocalCluster, or a cluster on a shared file system): then the workers read their blends
+    themselves instead of receiving them from this process."""
+    here = file_signature(str(path))
+    if here is None:
+        return False
+    try:
+        seen = client.run(file_signature, str(path))
+    except Exception:  # noqa: BLE001 - a worker that cannot answer: send the blends instead
+        return False
+    return bool(seen) and all(tuple(sig or ()) == here for sig in seen.values())
+
+
 def run_method(
     method: Callable,
     data: str | Path,
@@ -363,9 +397,10 @@ def run_method(
     ``workers``: where the batches run (:data:`challenge.pipeline.workers.Parallel`): 1 in this
     process; N or ``"local:N"`` worker processes of a Dask LocalCluster, none of which outlives
     the call; ``"tcp://HOST:PORT"`` a running Dask cluster (the method's module must be
-    importable there). The outputs do not depend on it. Batches are read here and sent as they
-    are needed, so memory stays bounded whatever the size of the test set. ``timeout``: seconds
-    one call of the method may take.
+    importable there). The outputs do not depend on it. Workers that see the release's
+    ``test_blends.h5`` (a LocalCluster, or a shared file system) read their batches from it;
+    otherwise batches are read here and sent as they are needed. Either way memory stays bounded
+    whatever the size of the test set. ``timeout``: seconds one call of the method may take.
 
     Raises:
         MethodError: the method is not picklable for workers, raised (``details`` holds its
@@ -399,13 +434,26 @@ def run_method(
             method_f, context_f = client.scatter([method, context], broadcast=True, hash=False)
             blend_ids: dict[int, np.ndarray] = {}
 
+            test = load_release(data, "test")
+            path = blends_file(test.folder, "test")
+            read_there = workers_see(client, path)
+
             def tasks():
+                if read_there:
+                    r_e = np.asarray(test.pairs["r_e_central"], dtype=float)
+                    for k, start in enumerate(range(0, len(test), batch_size), 1):
+                        stop = min(start + batch_size, len(test))
+                        blend_ids[k] = test.blend_id[start:stop]
+                        yield (method_f, str(path), start, stop, blend_ids[k], r_e[start:stop],
+                               context_f, k, timeout)  # fmt: skip
+                    return
                 for k, b in enumerate(iter_batches(data, batch_size), 1):
                     blend_ids[k] = b.blend_id
                     # sent straight to a worker, not through the scheduler with the task
                     yield method_f, client.scatter(b, hash=False), context_f, k, timeout
 
-            for (*_, k, _), future in in_order(client, _call, tasks()):
+            call = _call_on_rows if read_there else _call
+            for (*_, k, _), future in in_order(client, call, tasks()):
                 batch_ids = blend_ids.pop(k)
                 try:
                     result = future.result()

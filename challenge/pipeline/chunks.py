@@ -3,11 +3,14 @@
 A split's ``images`` (n, H, W) and ``masks`` (n, 2, H, W) datasets are cut into tasks of whole
 HDF5 chunks. Each task (:func:`blend_task`, a pure function of its pair rows) materialises its
 blends and compresses every HDF5 chunk exactly as the dataset's filter pipeline would (byte
-shuffle, then deflate); the client writes the compressed chunks with ``write_direct_chunk`` and
-streams the arrays through the fingerprints (``challenge.pipeline.files.Fingerprint``), in task
-order. So noise, shifts, masks and gzip run on the workers; the one writer copies bytes and
-computes the checksums, which must see the arrays in order; the files hold the same arrays
-whatever the number of workers or the chunk size, and nothing is written out of order. The
+shuffle, then deflate) and the per-block sums of the images' fingerprint
+(``challenge.pipeline.files.Fingerprint.block_sums``). The client writes the compressed chunks
+with ``write_direct_chunk``, adds the sums to the images' fingerprint and hashes the masks
+(a SHA-256, which must see the bytes in order) from their decompressed chunks, in task order.
+So noise, shifts, masks, gzip and the float sums run on the workers and only compressed bytes
+and sums travel; the one writer copies bytes, inflates the (highly compressible) masks and
+hashes them; the files and fingerprints are the same whatever the number of workers or the
+chunk size, and nothing is written out of order. The
 release folder itself is still written in a hidden sibling and renamed into place at the end
 (``challenge.pipeline.files``), so a failed run leaves nothing half-written.
 
@@ -29,7 +32,7 @@ from challenge.pipeline.blending import materialise
 from challenge.pipeline.workers import Parallel, dask_client, in_order
 
 if TYPE_CHECKING:
-    from challenge.pipeline.files import Fingerprint
+    from challenge.pipeline.files import BlockSums, Fingerprint
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,30 @@ def encode(block: np.ndarray, layout: Layout) -> list[tuple[bytes, int]]:
     return out
 
 
+def decode(stored: list[tuple[bytes, int]], layout: Layout, n: int) -> np.ndarray:
+    """The first ``n`` items of the chunks that :func:`encode` made (its inverse)."""
+    parts = []
+    deflate_skipped = 1 << (1 if layout.shuffle else 0)
+    itemsize = np.dtype(layout.dtype).itemsize
+    for data, mask in stored:
+        if layout.level is not None and not mask & deflate_skipped:
+            data = zlib.decompress(data)
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if layout.shuffle and itemsize > 1:
+            raw = raw.reshape(itemsize, -1).T
+        parts.append(np.ascontiguousarray(raw).view(layout.dtype))
+    items = np.concatenate(parts) if parts else np.zeros(0, layout.dtype)
+    return items.reshape(-1, *layout.item_shape)[:n]
+
+
 @dataclass
 class BlendChunk:
     """One task's blends, ready to write: rows ``start`` to ``start + n`` of the split, each
-    dataset's stored chunks (bytes, filter mask), and the arrays themselves for the
-    fingerprints: ``images`` (n, H, W) float32, ``masks`` (n, 2, H, W) uint8."""
+    dataset's stored chunks (bytes, filter mask), and the images' fingerprint sums."""
 
     start: int
-    images: np.ndarray
-    masks: np.ndarray
+    n: int
+    image_sums: BlockSums
     stored_images: list[tuple[bytes, int]]
     stored_masks: list[tuple[bytes, int]]
 
@@ -121,9 +139,12 @@ def blend_task(
     images, blend_masks = materialise(
         stamps, masks, rows_central, rows_companion, dx, dy, noise_seeds, sigma, noise_var
     )
+    from challenge.pipeline.files import Fingerprint
+
     return BlendChunk(
-        start, images, blend_masks, encode(images, image_layout), encode(blend_masks, mask_layout)
-    )
+        start, len(images), Fingerprint.block_sums(images), encode(images, image_layout),
+        encode(blend_masks, mask_layout),
+    )  # fmt: skip
 
 
 def write_blends(
@@ -181,10 +202,10 @@ def write_blends(
         for chunk in done:
             _write(images_ds, chunk.start, chunk.stored_images, image_layout)
             _write(masks_ds, chunk.start, chunk.stored_masks, mask_layout)
-            fp_images.update(chunk.images)
-            fp_masks.update(chunk.masks)
+            fp_images.add_block_sums(chunk.image_sums)
+            fp_masks.update(decode(chunk.stored_masks, mask_layout, chunk.n))
             if progress:
-                progress(len(chunk.images))
+                progress(chunk.n)
     return fp_images, fp_masks
 
 

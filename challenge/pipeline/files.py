@@ -72,6 +72,22 @@ def _bits(n: int) -> int:
     return max(n - 1, 0).bit_length()
 
 
+@dataclass
+class BlockSums:
+    """Per-block sums of ``n`` float items of shape ``item_shape`` (see
+    :meth:`Fingerprint.block_sums`): item sums, item sums of squares, cell sums per block and the
+    two weighted item sums, each a list with one array per block of :attr:`Fingerprint.BLOCK`
+    items."""
+
+    n: int
+    item_shape: tuple[int, ...]
+    dtype: str
+    rows: list[np.ndarray]
+    sumsq: list[np.ndarray]
+    cols: list[np.ndarray]
+    mix: list[list[np.ndarray]]
+
+
 class Fingerprint:
     """A checksum of an array streamed in blocks along axis 0 (items: blends, galaxies, rows).
 
@@ -108,7 +124,6 @@ class Fingerprint:
         self._sumsq: list[np.ndarray] = []
         self._mix: list[list[np.ndarray]] = [[] for _ in _MIX_STEPS]
         self._cols: np.ndarray | None = None
-        self._cell_weights: list[np.ndarray] = []
 
     @staticmethod
     def exact(dtype: np.dtype) -> bool:
@@ -137,16 +152,47 @@ class Fingerprint:
         pending = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         stop = len(pending) - len(pending) % self.BLOCK if whole_blocks_only else len(pending)
         self._pending = [pending[stop:]] if stop < len(pending) else []
-        if not self._cell_weights:
-            self._cell_weights = [_weyl(pending.shape[1], step) for _, step in _MIX_STEPS]
-        for start in range(0, stop, self.BLOCK):
-            b = pending[start : min(start + self.BLOCK, stop)].astype(np.float64)
-            self._rows.append(b.sum(axis=1))
-            self._sumsq.append(np.einsum("ij,ij->i", b, b))
-            cols = b.sum(axis=0)
+        self._add(self.block_sums(pending[:stop]))
+
+    @classmethod
+    def block_sums(cls, items: np.ndarray) -> BlockSums:
+        """The sums of float ``items`` (n, ...) that a fingerprint keeps, BLOCK items at a time.
+
+        Computed where the items are made (a Dask task) and added in order with
+        :meth:`add_block_sums` by the process that writes them, the fingerprint is the one that
+        :meth:`update` gives, to the last bit: only these sums travel, not the items.
+        """
+        items = np.asarray(items)
+        flat = items.reshape(len(items), math.prod(items.shape[1:]))
+        weights = [_weyl(flat.shape[1], step) for _, step in _MIX_STEPS]
+        out = BlockSums(len(items), tuple(items.shape[1:]), str(items.dtype), [], [], [],
+                        [[] for _ in _MIX_STEPS])  # fmt: skip
+        for start in range(0, len(flat), cls.BLOCK):
+            b = flat[start : start + cls.BLOCK].astype(np.float64)
+            out.rows.append(b.sum(axis=1))
+            out.sumsq.append(np.einsum("ij,ij->i", b, b))
+            out.cols.append(b.sum(axis=0))
+            for w, sums in zip(weights, out.mix, strict=True):
+                sums.append(np.einsum("ij,j->i", b, w))
+        return out
+
+    def add_block_sums(self, sums: BlockSums) -> None:
+        """Append the items that ``sums`` describe (see :meth:`block_sums`): the items so far
+        must fill whole blocks."""
+        if self._pending:
+            raise ValueError("block sums must start on a block boundary")
+        self._add(sums)
+        self.dtype = sums.dtype
+        self.shape = (self.n + sums.n, *sums.item_shape)
+        self.n += sums.n
+
+    def _add(self, sums: BlockSums) -> None:
+        self._rows += sums.rows
+        self._sumsq += sums.sumsq
+        for cols in sums.cols:
             self._cols = cols if self._cols is None else self._cols + cols
-            for weights, sums in zip(self._cell_weights, self._mix, strict=True):
-                sums.append(np.einsum("ij,j->i", b, weights))
+        for mine, theirs in zip(self._mix, sums.mix, strict=True):
+            mine += theirs
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = {"shape": list(self.shape or ()), "dtype": self.dtype}
