@@ -14,7 +14,6 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    truth stays valid (up to the other galaxy's faint wings inside the footprint). The pixels
    scaled by ``1 - f`` get white noise back to their former level. Runs first, on the blend as
    stored, so that the maps need no transform.
-
 2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
    on the central pixel; the sky has no preferred orientation).
 3. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
@@ -29,6 +28,7 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    sigma, ``f`` log-uniform in [1, ``noise_factor``] (a shallower survey). Trained on a deep
    release (``v1-deep``: v1's training galaxies under half v1's sky noise), the same step
    makes v1-like and shallower blends from deep ones: noise can be added, never taken away.
+
 Steps 3–5 shrink the noise already in the image (a normalised kernel averages it; ``s`` scales
 it), so white Gaussian noise is added to bring it back to ``f`` times the blend's own noise,
 measured as the network measures it (``models.SkyNoise``; a v1 blend's noise is not the
@@ -212,7 +212,7 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
     h, w = x.shape[1], x.shape[2]
     image = x[..., 0]
     maps = ops.cast(footprints, "float32")
-    own = ops.transpose(maps * (1.0 - maps[..., ::-1]), (0, 3, 1, 2))  # (batch, 2, H, W)
+    own = ops.transpose(maps * (1.0 - ops.flip(maps, axis=-1)), (0, 3, 1, 2))  # (batch, 2, H, W)
     light = image[:, None] * own
     total = ops.sum(light, axis=(2, 3))  # (batch, 2) counts
     on = ops.logical_and(

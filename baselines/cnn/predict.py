@@ -171,6 +171,7 @@ def write_cnn_submission(
     tta: bool = True,
     progress: Callable[[int], None] | None = None,
     workers: Parallel = 1,
+    copy_files: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Predict the test blends of the release ``data`` and write the submission folder ``out``.
 
@@ -178,7 +179,9 @@ def write_cnn_submission(
     settings from the ``run.json`` beside the weights. ``progress`` gets the number of blends
     done after each chunk. ``workers``: where the chunks run
     (:data:`challenge.pipeline.workers.Parallel`; each worker loads the weights from their path
-    once, so a remote cluster must share this file system). Returns ``out`` and a summary dict.
+    once, so a remote cluster must share this file system). ``copy_files``: copy the weights
+    (≤ 20 MB) and the training record beside the predictions (off for runs of weights that
+    another submission already holds). Returns ``out`` and a summary dict.
     """
     weights, data, out = Path(weights), Path(data), Path(out)
     check_split_file(data / "test_blends.h5", ("blend_id",))
@@ -197,7 +200,9 @@ def write_cnn_submission(
         "trained_on": str(record.get("release", "")),
         "keras_backend": keras.backend.backend(),
         "test_time_augmentation": "8 dihedral transforms" if tta else "none",
-        "weights": weights.name,
+        # a path relative to the repository (a committed submission's weights) names them;
+        # elsewhere only the file name means anything to a reader
+        "weights": weights.as_posix() if not weights.is_absolute() else weights.name,
     }
     trained_on = {"hardware": str(record["hardware"])} if record.get("hardware") else {}
     meta = SubmissionMetadata(
@@ -213,10 +218,10 @@ def write_cnn_submission(
     )
     write_submission(out, meta, blend_id, flux, masks=masks)
     copied = []
-    if weights.stat().st_size <= MAX_WEIGHTS_BYTES:
+    if copy_files and weights.stat().st_size <= MAX_WEIGHTS_BYTES:
         shutil.copy2(weights, out / "model.keras")
         copied.append("model.keras")
-    for name in ("history.csv", "run.json"):
+    for name in ("history.csv", "run.json") if copy_files else ():
         if (weights.parent / name).is_file():
             shutil.copy2(weights.parent / name, out / name)
             copied.append(name)

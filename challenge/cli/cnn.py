@@ -117,7 +117,7 @@ def train_cmd(
 
 
 def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
-              workers: int | None = None, scheduler: str | None = None):  # fmt: skip
+              workers: int | None, scheduler: str | None, copy: bool):  # fmt: skip
     from challenge.contract.release import resolve_release
     from challenge.pipeline.workers import describe, resolve_parallel
 
@@ -128,7 +128,8 @@ def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int,
         model,
         n,
         lambda advance: predict.write_cnn_submission(
-            model, weights, data, out, batch_size, tta, progress=advance, workers=parallel
+            model, weights, data, out, batch_size, tta, progress=advance, workers=parallel,
+            copy_files=copy,
         ),
     )
     console.print(
@@ -149,9 +150,13 @@ def blend2flux_cmd(
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
+    copy: bool = typer.Option(
+        True, "--copy-weights/--no-copy-weights", help="copy the weights and the training "
+        "record into OUT (off: a run of weights that another submission holds, e.g. a track)"
+    ),
 ) -> None:
     """blend2flux (Boucaud et al. 2019): a conv net from the blend to the two fluxes."""
-    _baseline("blend2flux", weights, data, out, batch_size, tta, workers, scheduler)
+    _baseline("blend2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
 
 
 @baseline_app.command("blend2mask2flux")
@@ -166,6 +171,10 @@ def blend2mask2flux_cmd(
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
+    copy: bool = typer.Option(
+        True, "--copy-weights/--no-copy-weights", help="copy the weights and the training "
+        "record into OUT (off: a run of weights that another submission holds, e.g. a track)"
+    ),
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
-    _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler)
+    _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
