@@ -226,11 +226,17 @@ def test_workers_that_cannot_see_the_file_are_sent_the_blends(tiny_release, clus
         assert np.array_equal(one.outputs[key], sent.outputs[key]), key
 
 
-def test_a_release_with_an_empty_split_is_refused_in_one_line():
-    from challenge.contract.errors import ReleaseError
+def test_a_training_only_release_has_an_empty_test_split(tmp_path):
+    from challenge.pipeline.files import verify_release
 
-    with pytest.raises(ReleaseError, match="leaves test empty; every split needs"):
-        ReleaseSpec(name="t", n_blends={"train": 50, "val": 20, "test": 0})
+    spec = ReleaseSpec(name="train-only", seed=3, morphology_counts=paper_mix(60),
+                       n_blends={"train": 40, "val": 16, "test": 0})  # fmt: skip
+    generate_release(spec, tmp_path / "r")
+    assert verify_release(tmp_path / "r").ok
+    with h5py.File(tmp_path / "r" / "test_blends.h5") as f:
+        assert f["images"].shape == (0, 128, 128)
+    with h5py.File(tmp_path / "r" / "train.h5") as f:
+        assert f["images"].shape == (40, 128, 128) and f["masks"].shape == (40, 2, 128, 128)
 
 
 def test_baseline_scarlet2_and_cnn_take_a_scheduler(tiny_release, tmp_path):

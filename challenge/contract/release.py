@@ -121,23 +121,8 @@ class ReleaseSpec:
             )
         if self.base and (self.n_blends["train"] or self.n_blends["val"]):
             raise ReleaseError(f"release {self.name!r}: a shift track holds test blends only")
-        least = {s: 0 if self.base and s != "test" else 1 for s in SPLITS}
-        empty = [s for s in SPLITS if not self.n_blends[s] >= least[s]]
-        if empty:
-            raise ReleaseError(
-                f"release {self.name!r}: n_blends {self.n_blends} leaves {', '.join(empty)} "
-                "empty; every split needs at least one blend, e.g. train 2000, val 500, test 1000"
-            )
-        if self.psf_kind not in PSF_KINDS or (self.psf_kind == "file") != bool(self.psf_file):
-            raise ReleaseError(
-                f"release {self.name!r}: psf_kind {self.psf_kind!r} with psf_file "
-                f"{self.psf_file!r}; use one of {', '.join(PSF_KINDS)}, a file only with 'file'"
-            )
-        if self.input_pixel_scale < 0 or self.sky_sigma <= 0 or self.max_delta_mag <= 0:
-            raise ReleaseError(
-                f"release {self.name!r}: input_pixel_scale must be >= 0, sky_sigma and "
-                "max_delta_mag > 0"
-            )
+        if any(not n >= 0 for n in self.n_blends.values()):
+            raise ReleaseError(f"release {self.name!r}: n_blends {self.n_blends} must be >= 0")
 
     @property
     def is_track(self) -> bool:

@@ -379,7 +379,8 @@ def _h5_attrs(f: h5py.File, spec: ReleaseSpec, noiseless: bool = True) -> None:
 
 
 def _dataset(f: h5py.File, name: str, shape: tuple[int, ...], dtype, compress: bool = True):
-    chunks = (min(CHUNK_BLENDS, max(shape[0], 1)), *shape[1:]) if len(shape) > 1 else None
+    # an empty split (a training-only or test-only release) gets an empty contiguous dataset
+    chunks = (min(CHUNK_BLENDS, shape[0]), *shape[1:]) if len(shape) > 1 and shape[0] else None
     kwargs: dict[str, Any] = {"chunks": chunks}
     if compress and chunks is not None:
         kwargs.update(compression="gzip", compression_opts=1, shuffle=True)
@@ -472,6 +473,10 @@ def _write_split(
         masks = _dataset(truth_f, "masks", (n, 2, size, size), np.uint8)
         if progress:
             progress(split, 0, n)
+        if n == 0:
+            prints[_key(img_f, "images")] = Fingerprint.of(images).to_dict()
+            prints[_key(truth_f, "masks")] = Fingerprint.of(masks).to_dict()
+            return
         fp_img, fp_mask = write_blends(
             images, masks, cat.stamps, cat.masks, cat.noise_var, spec.sky_sigma, rows_c, rows_k,
             np.asarray(pairs["dx"]), np.asarray(pairs["dy"]), np.asarray(pairs["noise_seed"]),
