@@ -221,11 +221,11 @@ def test_knots_bring_the_noise_back_to_its_level():
 
 
 def _tiny_robust():
-    from baselines.cnn.configs import ROBUST_AUGMENTATION
+    from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
 
     cfg = get_config("blend2flux", "tiny")
     return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True),
-                   train=replace(cfg.train, **ROBUST_AUGMENTATION))  # fmt: skip
+                   train=replace(cfg.train, **DEEP_ROBUST_AUGMENTATION))  # fmt: skip
 
 
 @pytest.mark.parametrize("robust", [False, True], ids=["dihedral", "re-observed"])
@@ -405,12 +405,12 @@ BACKEND_SCRIPT = textwrap.dedent(
         print(name, "ok", float(np.ravel(first)[0]))
     # training with re-observation inside the compiled step, twice: the same losses
     from dataclasses import replace
-    from baselines.cnn.configs import ROBUST_AUGMENTATION
+    from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
     from baselines.cnn.train import train_cnn
     def robust(model):
         cfg = get_config(model, "tiny")
         return replace(cfg, arch=replace(cfg.arch, noise_from_image=True),
-                       train=replace(cfg.train, **ROBUST_AUGMENTATION))
+                       train=replace(cfg.train, **DEEP_ROBUST_AUGMENTATION))
     runs = [train_cnn(robust("blend2flux"), sys.argv[3], f"{sys.argv[2]}/robust{i}", seed=4,
                       epochs=2, limit=64) for i in range(2)]
     losses = [[row["loss"] for row in run.history] for run in runs]
