@@ -34,7 +34,7 @@ def test_compact_inference_throughput(benchmark, mini_release, model_name, tta):
 
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
-@pytest.mark.parametrize("config", ["compact", "compact-robust"])
+@pytest.mark.parametrize("config", ["compact", "compact-robust", "compact-robust-deep"])
 def test_compact_training_throughput(benchmark, mini_release, tmp_path, config, in_memory):
     """Training images/s of blend2flux on mini's 600 train blends (steady epochs, no validation).
 
