@@ -239,6 +239,18 @@ def test_a_training_only_release_has_an_empty_test_split(tmp_path):
         assert f["images"].shape == (40, 128, 128) and f["masks"].shape == (40, 2, 128, 128)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("n_blends", {"train": 5, "val": -1, "test": 5}, "must be >= 0"),
+    ("sky_sigma", 0.0, "sky_sigma and max_delta_mag > 0"),
+    ("psf_kind", "file", "a file only with 'file'"),
+])  # fmt: skip
+def test_impossible_specs_are_refused(field, value, message):
+    from challenge.contract.errors import ReleaseError
+
+    with pytest.raises(ReleaseError, match=message):
+        ReleaseSpec(name="bad", **{field: value})
+
+
 def test_baseline_scarlet2_and_cnn_take_a_scheduler(tiny_release, tmp_path):
     from challenge.contract.submission import read_submission
 

@@ -196,7 +196,7 @@ def _gaussian_matrices(sigma, shift, n: int):
 
 
 def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
-    """Move a share of each chosen galaxy's light into star-forming knots (step 0 above).
+    """Move a share of each chosen galaxy's light into star-forming knots (step 1 above).
 
     Args:
         x: (batch, H, W, 1) blends, counts.

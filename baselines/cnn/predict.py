@@ -225,6 +225,5 @@ def write_cnn_submission(
         if (weights.parent / name).is_file():
             shutil.copy2(weights.parent / name, out / name)
             copied.append(name)
-    summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release,
-               "workers": run.workers}
+    summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release}
     return out, summary

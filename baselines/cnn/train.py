@@ -40,7 +40,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -293,16 +293,12 @@ def _release_attrs(path: Path) -> tuple[str, float]:
 
 
 def augment_spec(config: CNNConfig) -> AugmentSpec:
-    """The training configuration's random re-observation (``baselines.cnn.augment``)."""
+    """The training configuration's random re-observation (``baselines.cnn.augment``): the
+    fields of ``TrainConfig`` that ``AugmentSpec`` names, ``augment`` for ``dihedral``."""
     tc = config.train
-    return AugmentSpec(
-        dihedral=tc.augment, resample_fraction=tc.resample_fraction,
-        psf_sigma_px=tuple(tc.psf_sigma_px), shift_px=tc.shift_px,
-        faint_fraction=tc.faint_fraction, faint_mag=tc.faint_mag,
-        noise_fraction=tc.noise_fraction, noise_factor=tc.noise_factor,
-        clump_fraction=tc.clump_fraction, clump_flux=tuple(tc.clump_flux),
-        clump_count=tuple(tc.clump_count), knot_psf_sigma_px=tc.knot_psf_sigma_px,
-    )  # fmt: skip
+    values = {f.name: getattr(tc, f.name) for f in fields(AugmentSpec) if f.name != "dihedral"}
+    return AugmentSpec(dihedral=tc.augment, **{k: tuple(v) if isinstance(v, list) else v
+                                              for k, v in values.items()})  # fmt: skip
 
 
 def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
@@ -413,9 +409,8 @@ def train_cnn(
                 f"{path}: missing; training needs a release with train.h5 and val.h5 "
                 "(`blendbench generate --release v1 --out DIR`)"
             )
-    needs = ("flux",) if config.model == "blend2flux" else ("masks", "flux")
-    if augment_spec(config).needs_footprints:
-        needs = ("masks", "flux")
+    knots = augment_spec(config).needs_footprints  # the knots read the truth maps
+    needs = ("flux",) if config.model == "blend2flux" and not knots else ("masks", "flux")
     check_split_file(train_path, needs)
     check_split_file(val_path, needs)
     release, sky_sigma = _release_attrs(train_path)
@@ -489,8 +484,10 @@ def train_cnn(
     plan = _stage_plan(config, config.train.epochs, budget_s)
     tc = config.train
     peak_lr = tc.scaled_learning_rate()
+    spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
+    footprints = spec.needs_footprints
     record.update(batch_size=tc.batch_size, peak_learning_rate=peak_lr,
-                  augmentation=augment_spec(config).__dict__)  # fmt: skip
+                  augmentation=spec.__dict__)  # fmt: skip
     run_start = time.perf_counter()
     elapsed0 = state["elapsed_s"]
 
@@ -513,7 +510,6 @@ def train_cnn(
         )
         if state["stage_epoch"] > 0:
             _load_optimizer(ckpt, optimizer, train_model.trainable_variables)
-        footprints = augment_spec(config).needs_footprints
         train_ds = BlendDataset(
             train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
             in_memory=in_memory, footprints=footprints,

@@ -116,6 +116,12 @@ def train_cmd(
     )
 
 
+COPY_WEIGHTS = typer.Option(
+    True, "--copy-weights/--no-copy-weights", help="copy the weights and the training record "
+    "into OUT (off: a run of weights that another submission holds, e.g. a track)"
+)
+
+
 def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
               workers: int | None, scheduler: str | None, copy: bool):  # fmt: skip
     from challenge.contract.release import resolve_release
@@ -150,10 +156,7 @@ def blend2flux_cmd(
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
-    copy: bool = typer.Option(
-        True, "--copy-weights/--no-copy-weights", help="copy the weights and the training "
-        "record into OUT (off: a run of weights that another submission holds, e.g. a track)"
-    ),
+    copy: bool = COPY_WEIGHTS,
 ) -> None:
     """blend2flux (Boucaud et al. 2019): a conv net from the blend to the two fluxes."""
     _baseline("blend2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
@@ -171,10 +174,7 @@ def blend2mask2flux_cmd(
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
-    copy: bool = typer.Option(
-        True, "--copy-weights/--no-copy-weights", help="copy the weights and the training "
-        "record into OUT (off: a run of weights that another submission holds, e.g. a track)"
-    ),
+    copy: bool = COPY_WEIGHTS,
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
     _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)

@@ -123,6 +123,16 @@ class ReleaseSpec:
             raise ReleaseError(f"release {self.name!r}: a shift track holds test blends only")
         if any(not n >= 0 for n in self.n_blends.values()):
             raise ReleaseError(f"release {self.name!r}: n_blends {self.n_blends} must be >= 0")
+        if self.psf_kind not in PSF_KINDS or (self.psf_kind == "file") != bool(self.psf_file):
+            raise ReleaseError(
+                f"release {self.name!r}: psf_kind {self.psf_kind!r} with psf_file "
+                f"{self.psf_file!r}; use one of {', '.join(PSF_KINDS)}, a file only with 'file'"
+            )
+        if self.input_pixel_scale < 0 or self.sky_sigma <= 0 or self.max_delta_mag <= 0:
+            raise ReleaseError(
+                f"release {self.name!r}: input_pixel_scale must be >= 0, sky_sigma and "
+                "max_delta_mag > 0"
+            )
 
     @property
     def is_track(self) -> bool:

@@ -340,13 +340,18 @@ def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
     return check_output(out, len(batch.blend_id), batch.images.shape[-1], where)
 
 
+def batch_rows(n: int, batch_size: int):
+    """(batch number from 1, start, stop) of the test blends' batches, in file order."""
+    for k, start in enumerate(range(0, n, batch_size), 1):
+        yield k, start, min(start + batch_size, n)
+
+
 def iter_batches(data: str | Path, batch_size: int):
     """Yield the test blends of a generated release as :class:`Batch` es, in file order."""
     test = load_release(data, "test")
     r_e = np.asarray(test.pairs["r_e_central"], dtype=float)
-    for start in range(0, len(test), batch_size):
-        sl = slice(start, min(start + batch_size, len(test)))
-        yield Batch(test.blend_id[sl], test.images[sl], r_e[sl])
+    for _, start, stop in batch_rows(len(test), batch_size):
+        yield Batch(test.blend_id[start:stop], test.images[start:stop], r_e[start:stop])
 
 
 def file_signature(path: str) -> tuple[int, int] | None:
@@ -437,20 +442,17 @@ def run_method(
             test = load_release(data, "test")
             path = blends_file(test.folder, "test")
             read_there = workers_see(client, path)
+            r_e = np.asarray(test.pairs["r_e_central"], dtype=float)
 
             def tasks():
-                if read_there:
-                    r_e = np.asarray(test.pairs["r_e_central"], dtype=float)
-                    for k, start in enumerate(range(0, len(test), batch_size), 1):
-                        stop = min(start + batch_size, len(test))
-                        blend_ids[k] = test.blend_id[start:stop]
-                        yield (method_f, str(path), start, stop, blend_ids[k], r_e[start:stop],
-                               context_f, k, timeout)  # fmt: skip
-                    return
-                for k, b in enumerate(iter_batches(data, batch_size), 1):
-                    blend_ids[k] = b.blend_id
-                    # sent straight to a worker, not through the scheduler with the task
-                    yield method_f, client.scatter(b, hash=False), context_f, k, timeout
+                for k, start, stop in batch_rows(len(test), batch_size):
+                    blend_ids[k] = test.blend_id[start:stop]
+                    if read_there:
+                        rows = (str(path), start, stop, blend_ids[k], r_e[start:stop])
+                    else:  # sent straight to a worker, not through the scheduler with the task
+                        batch = Batch(blend_ids[k], test.images[start:stop], r_e[start:stop])
+                        rows = (client.scatter(batch, hash=False),)
+                    yield method_f, *rows, context_f, k, timeout
 
             call = _call_on_rows if read_there else _call
             for (*_, k, _), future in in_order(client, call, tasks()):
