@@ -253,6 +253,42 @@ def test_training_lowers_the_loss_and_resume_continues_exactly(tiny_release, tmp
     keras.backend.clear_session()
 
 
+def test_fine_tuning_starts_from_the_saved_weights_and_records_them(tiny_release, tmp_path):
+    import hashlib
+
+    from baselines.cnn.train import _load_initial_weights
+
+    cfg = get_config("blend2flux", "tiny")
+    first = train_cnn(cfg, tiny_release, tmp_path / "first", seed=3, epochs=2)
+    saved = load_trained(first.model_path)
+    keras.backend.clear_session()
+    model = build_model(cfg)  # fresh random weights, then the saved ones
+    info = _load_initial_weights(model, cfg, first.model_path)
+    for a, b in zip(model.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert info["sha256"] == hashlib.sha256(first.model_path.read_bytes()).hexdigest()
+    keras.backend.clear_session()
+    # the fine-tuned run starts where the first ended, not from random weights
+    tuned = train_cnn(cfg, tiny_release, tmp_path / "tuned", seed=4, epochs=1,
+                      init_weights=first.model_path)  # fmt: skip
+    fresh = train_cnn(cfg, tiny_release, tmp_path / "fresh", seed=4, epochs=1)
+    assert tuned.history[0]["loss"] < fresh.history[0]["loss"]
+    assert tuned.record["init_weights"] == info
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["init_weights"] == info
+    keras.backend.clear_session()
+    with pytest.raises(TrainingError, match="another architecture"):
+        train_cnn(get_config("blend2flux", "compact"), tiny_release, tmp_path / "big",
+                  epochs=1, init_weights=first.model_path)  # fmt: skip
+    assert not (tmp_path / "big").exists()  # nothing written for a run that cannot start
+    with pytest.raises(WeightsError, match="not blend2mask2flux"):
+        train_cnn(get_config("blend2mask2flux", "tiny"), tiny_release, tmp_path / "b2m2f",
+                  epochs=1, init_weights=first.model_path)  # fmt: skip
+    with pytest.raises(TrainingError, match="drop --init-weights"):
+        train_cnn(cfg, tiny_release, tmp_path / "tuned", resume=True,
+                  init_weights=first.model_path)  # fmt: skip
+    keras.backend.clear_session()
+
+
 def test_time_budget_plan_ignores_the_compiling_epoch_and_can_grow_again():
     from baselines.cnn.train import plan_epochs
 

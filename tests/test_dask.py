@@ -88,7 +88,8 @@ def test_max_galaxies_caps_a_synthetic_release(tmp_path):
     (["--source", "synthetic", "--input", "."], "--source synthetic draws its galaxies"),
     (["--source", "synthetic", "--psf", "0.2"], "--psf: the instrument options apply"),
     (["--source", "synthetic", "--name", "v1"], "--name v1: the name of a frozen release"),
-    (["--source", "synthetic", "--blends", "10,0,10"], "--blends '10,0,10': expected at least"),
+    (["--source", "synthetic", "--blends", "10,-1,10"], "--blends '10,-1,10': expected counts"),
+    (["--source", "synthetic", "--blends", "0,0,0"], "--blends '0,0,0': expected counts >= 0"),
     (["--source", "synthetic", "--test-fraction", "2"], "--test-fraction 2.0: expected"),
     (["--galaxies", "40"], "--galaxies applies to a custom release"),
     (["--source", "cosmos", "--galaxies", "40"], "--galaxies applies to --source synthetic"),
@@ -237,6 +238,23 @@ def test_a_training_only_release_has_an_empty_test_split(tmp_path):
         assert f["images"].shape == (0, 128, 128)
     with h5py.File(tmp_path / "r" / "train.h5") as f:
         assert f["images"].shape == (40, 128, 128) and f["masks"].shape == (40, 2, 128, 128)
+    line = _one_error_line(runner.invoke(app, ["baseline", "sep", "--data", str(tmp_path / "r"),
+                                               "--out", str(tmp_path / "sep")]))  # fmt: skip
+    assert "has no test blends" in line and not (tmp_path / "sep").exists()
+
+
+def test_cli_makes_one_sided_releases_and_methods_refuse_the_empty_split(tmp_path):
+    out = tmp_path / "test-only"
+    made = runner.invoke(app, ["generate", "--source", "synthetic", "--blends", "0,0,12",
+                               "--galaxies", "40", "--out", str(out)])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert ReleaseInfo.read(out / "release.toml").spec.n_blends == {"train": 0, "val": 0,
+                                                                     "test": 12}
+    line = _one_error_line(runner.invoke(app, [
+        "train", "blend2flux", "--config", "tiny", "--data", str(out), "--out",
+        str(tmp_path / "run")]))  # fmt: skip
+    assert f"{out / 'train.h5'}: no blends in this split" in line
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -254,6 +254,14 @@ CONFIGS[("blend2flux", "compact-robust-deep")] = CNNConfig(
     "compact-robust-deep", "blend2flux", ROBUST_ARCH,
     replace(COMPACT_TRAIN, epochs=30, **DEEP_ROBUST_AUGMENTATION),
 )  # fmt: skip
+# compact-robust-knots: a second, gentler cosine cycle from compact-robust's weights
+# (`--init-weights submissions/blend2flux-compact-robust/model.keras`) with star-forming knots
+# added to a share of the training blends; README.
+KNOTS_FINETUNE_AUGMENTATION = {**ROBUST_AUGMENTATION, "clump_fraction": 0.3}
+CONFIGS[("blend2flux", "compact-robust-knots")] = CNNConfig(
+    "compact-robust-knots", "blend2flux", ROBUST_ARCH,
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=20, **KNOTS_FINETUNE_AUGMENTATION),
+)  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),

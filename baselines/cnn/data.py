@@ -75,7 +75,13 @@ def check_split_file(path: Path, needs: tuple[str, ...]) -> int:
                 f"{path}: no dataset {', '.join(repr(m) for m in missing)}; "
                 "regenerate the release with `blendbench generate`"
             )
-        return int(f["images"].shape[0])
+        n = int(f["images"].shape[0])
+    if n == 0:
+        raise ReleaseError(
+            f"{path}: no blends in this split; pass --data a release generated with some "
+            "(--blends TRAIN,VAL,TEST)"
+        )
+    return n
 
 
 def available_memory() -> int:

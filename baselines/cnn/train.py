@@ -32,6 +32,7 @@ there is one; the data are held in memory when they fit (``baselines.cnn.data``)
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -379,6 +380,7 @@ def train_cnn(
     progress: Progress | None = None,
     batch_size: int | None = None,
     in_memory: bool | None = None,
+    init_weights: Path | str | None = None,
 ) -> TrainResult:
     """Train ``config`` on the release folder ``data``; write model, history and record to ``out``.
 
@@ -398,6 +400,9 @@ def train_cnn(
         batch_size: blends per step instead of the config's; the learning rate follows
             (``TrainConfig.scaled_learning_rate``). A resumed run keeps its batch size.
         in_memory: hold the train and val splits in memory (None: when they fit).
+        init_weights: a ``model.keras`` of the same model and architecture to start from
+            instead of random weights (fine-tuning; its path and SHA-256 go into the run
+            record). A resumed run continues from its checkpoint and takes none.
     """
     data, out = Path(data), Path(out)
     train_path, val_path = data / "train.h5", data / "val.h5"
@@ -415,6 +420,10 @@ def train_cnn(
     check_split_file(val_path, needs)
     release, sky_sigma = _release_attrs(train_path)
     ckpt = out / "checkpoint"
+    if resume and init_weights is not None:
+        raise TrainingError(
+            f"{ckpt}: a resumed run continues from its checkpoint; drop --init-weights"
+        )
     if resume:
         if not (ckpt / "state.json").is_file():
             raise TrainingError(f"{ckpt}/state.json: no checkpoint to resume; drop --resume")
@@ -439,7 +448,6 @@ def train_cnn(
             raise TrainingError(
                 f"{out}: output folder exists and is not empty; choose a new --out, or --resume"
             )
-        out.mkdir(parents=True, exist_ok=True)
         if epochs is not None:
             config = config.with_epochs(epochs)
         if batch_size is not None:
@@ -468,6 +476,9 @@ def train_cnn(
     model = build_model(config, sky_sigma)
     export = build_model(config, sky_sigma)
     n_params = model.count_params()
+    if init_weights is not None:
+        state["init_weights"] = _load_initial_weights(model, config, Path(init_weights))
+    out.mkdir(parents=True, exist_ok=True)  # only once the run can start
     record = {
         "model": config.model,
         "config": config.name,
@@ -480,6 +491,7 @@ def train_cnn(
         "settings": config.to_dict(),
         "time_budget_s": budget_s,
         "limit": limit,
+        "init_weights": state.get("init_weights"),
     }
     plan = _stage_plan(config, config.train.epochs, budget_s)
     tc = config.train
@@ -618,6 +630,25 @@ def train_cnn(
     final = {**record, **_summary(state, history), "status": "done"}
     _atomic_json(out / "run.json", final)
     return TrainResult(out, out / "model.keras", final, history)
+
+
+def _load_initial_weights(model: keras.Model, config: CNNConfig, path: Path) -> dict:
+    """Set ``model``'s weights from the saved model at ``path``; its path and SHA-256."""
+    from baselines.cnn.predict import load_trained
+
+    source = load_trained(path, config.model)
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [tuple(w.shape) for w in source.weights] != shapes:
+        raise TrainingError(
+            f"{path}: weights of another architecture than {config.model} --config "
+            f"{config.name}; pass --init-weights a model.keras trained with the same sizes"
+        )
+    model.set_weights(source.get_weights())
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest()}
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:

@@ -81,6 +81,10 @@ def train_cmd(
         help="hold the splits in memory, or read them block by block (default: in memory "
         "when they fit)",
     ),
+    init_weights: Path | None = typer.Option(
+        None, "--init-weights", help="start from this model.keras (same model and sizes) "
+        "instead of random weights: fine-tuning"
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-step progress bar"),
 ) -> None:
     """Train a CNN baseline on a release; checkpoints every epoch (resume with --resume)."""
@@ -101,7 +105,7 @@ def train_cmd(
 
     result = train_cnn(
         cfg, data, out, seed=seed, epochs=epochs, time_budget_min=time_budget, resume=resume,
-        limit=limit, batch_size=batch_size, in_memory=in_memory,
+        limit=limit, batch_size=batch_size, in_memory=in_memory, init_weights=init_weights,
         verbose=1 if not quiet and console.is_terminal and err_console.is_terminal else 0,
         progress=on_epoch,
     )  # fmt: skip

@@ -86,9 +86,10 @@ def _parse_blends(text: str) -> dict[str, int]:
         raise ReleaseError(
             f"--blends {text!r}: expected three integers TRAIN,VAL,TEST, e.g. 2000,500,1000"
         ) from None
-    if min(train, val, test) < 1:
+    if min(train, val, test) < 0 or train + val + test == 0:
         raise ReleaseError(
-            f"--blends {text!r}: expected at least one blend in each split, e.g. 2000,500,1000"
+            f"--blends {text!r}: expected counts >= 0 with at least one blend, e.g. 2000,500,1000 "
+            "(0 leaves a split empty: 20000,5000,0 makes a training-only release)"
         )
     return {"train": train, "val": val, "test": test}
 

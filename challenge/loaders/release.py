@@ -274,7 +274,8 @@ def load_release(data: str | Path, split: str) -> ReleaseSplit:
     folder, info = resolve_release(data)
     if not info.spec.n_blends.get(split):
         raise ReleaseError(
-            f"release {info.spec.name!r} has no {split} blends"
+            f"{folder / 'release.toml'}: release {info.spec.name!r} has no {split} blends"
             + (" (a shift track holds test blends only)" if info.spec.is_track else "")
+            + f"; pass a release generated with {split} blends (--blends TRAIN,VAL,TEST)"
         )
     return ReleaseSplit(folder, info, split)
