@@ -267,6 +267,7 @@ def test_fine_tuning_starts_from_the_saved_weights_and_records_them(tiny_release
     for a, b in zip(model.get_weights(), saved.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert info["sha256"] == hashlib.sha256(first.model_path.read_bytes()).hexdigest()
+    assert info["wall_time_s"] == first.record["wall_time_s"]  # what the start cost
     keras.backend.clear_session()
     # the fine-tuned run starts where the first ended, not from random weights
     tuned = train_cnn(cfg, tiny_release, tmp_path / "tuned", seed=4, epochs=1,

@@ -262,6 +262,13 @@ CONFIGS[("blend2flux", "compact-robust-knots")] = CNNConfig(
     "compact-robust-knots", "blend2flux", ROBUST_ARCH,
     replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=20, **KNOTS_FINETUNE_AUGMENTATION),
 )  # fmt: skip
+# the same for blend2mask2flux, from blend2mask2flux-compact's weights (its U-Net and flux net
+# have the same sizes; only the input scaling reads the blend's own noise)
+CONFIGS[("blend2mask2flux", "compact-robust-knots")] = CNNConfig(
+    "compact-robust-knots", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14, mask_stage_fraction=0.2,
+            **KNOTS_FINETUNE_AUGMENTATION),
+)  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),

@@ -198,6 +198,8 @@ def write_cnn_submission(
         "best_epoch": int(record.get("best_epoch") or 0),
         "best_val_mape": float(record.get("best_val_mape") or float("nan")),
         "trained_on": str(record.get("release", "")),
+        **({"fine_tuned_from": str(record["init_weights"]["path"])}
+           if record.get("init_weights") else {}),
         "keras_backend": keras.backend.backend(),
         "test_time_augmentation": "8 dihedral transforms" if tta else "none",
         # a path relative to the repository (a committed submission's weights) names them;
@@ -210,7 +212,9 @@ def write_cnn_submission(
         release=release,
         method=f"{model_name} ({METHODS[model_name]}), config {settings['config']}",
         link=PAPER_LINK,
-        training_time_s=float(record.get("wall_time_s", 0.0)),
+        # a fine-tuned model also cost the training of the model it started from
+        training_time_s=float(record.get("wall_time_s", 0.0))
+        + float((record.get("init_weights") or {}).get("wall_time_s", 0.0)),
         inference_time_s=round(inference_s, 2),
         parameters=int(model.count_params()),
         extra=settings,

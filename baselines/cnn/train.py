@@ -633,7 +633,8 @@ def train_cnn(
 
 
 def _load_initial_weights(model: keras.Model, config: CNNConfig, path: Path) -> dict:
-    """Set ``model``'s weights from the saved model at ``path``; its path and SHA-256."""
+    """Set ``model``'s weights from the saved model at ``path``; its path and SHA-256, and the
+    training time behind it (``wall_time_s``, from the ``run.json`` beside it, if any)."""
     from baselines.cnn.predict import load_trained
 
     source = load_trained(path, config.model)
@@ -648,7 +649,14 @@ def _load_initial_weights(model: keras.Model, config: CNNConfig, path: Path) -> 
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"path": str(path), "sha256": digest.hexdigest()}
+    info: dict[str, Any] = {"path": str(path), "sha256": digest.hexdigest()}
+    try:  # the starting model's own training time, which the fine-tuned model also cost
+        before = json.loads((path.parent / "run.json").read_text())
+        info["wall_time_s"] = float(before["wall_time_s"]) + float(
+            (before.get("init_weights") or {}).get("wall_time_s", 0.0))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return info
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:

@@ -8,6 +8,11 @@ prints its figures and records them in ``benchmark.extra_info``:
   profile tables), and the clusters are started before the clock starts (start and warm-up
   times are printed too). Parallel efficiency at 2 workers is
   T(1 worker, in-process) / (2 T(2 workers));
+- ``run`` with photutils (about 6 times slower per blend than sep), the same three ways: how
+  Dask's per-task cost weighs on a slower method;
+- the machine's own ceiling: the in-process generation and sep run, alone and as two copies at
+  once in two processes (no Dask). Their ratio is the best efficiency 2 workers can reach on
+  these cores when the work itself is perfectly split;
 - a custom synthetic release of ``BLENDBENCH_BENCH_BLENDS`` blends (default 100,000: 80% train,
   10% val, 10% test; 1,919 galaxies) on ``local:2``: wall time, peak memory of the command's
   process and of each worker process, size on disk.
@@ -18,6 +23,9 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -136,6 +144,101 @@ def test_run_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
         **{f"run {k} blends_per_s": n_test / s for k, s in seconds.items()},
         "efficiency_2_workers": _efficiency(seconds["in-process"], seconds["local:2"]),
     }
+    benchmark.extra_info.update(figures)
+    print()
+    for key, value in figures.items():
+        print(f"  {key}: {value:.3f}")
+
+
+def test_run_slower_method_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
+    pytest.importorskip("photutils")
+    from baselines.photutils_method import photutils_method
+    from challenge.loaders.protocol import run_method
+
+    run_method(photutils_method, bench_release, batch_size=50)  # warm-up (imports, caches)
+    seconds = {"in-process": run_method(photutils_method, bench_release, batch_size=50).seconds}
+    for n, client in _clusters(tmp_path):
+        run_method(photutils_method, bench_release, 50, client)  # warm-up in the workers
+        if n == 2:
+            result = benchmark.pedantic(run_method, args=(photutils_method, bench_release, 50,
+                                                          client), rounds=1, iterations=1)
+        else:
+            result = run_method(photutils_method, bench_release, 50, client)
+        seconds[f"local:{n}"] = result.seconds
+    n_test = BENCH.n_blends["test"]
+    figures = {
+        **{f"run photutils {k} blends_per_s": n_test / s for k, s in seconds.items()},
+        "efficiency_2_workers": _efficiency(seconds["in-process"], seconds["local:2"]),
+    }
+    benchmark.extra_info.update(figures)
+    print()
+    for key, value in figures.items():
+        print(f"  {key}: {value:.3f}")
+
+
+# One copy of the in-process work, in its own interpreter: imports and warms up, says "ready",
+# waits for a line on stdin, then prints the seconds of the timed work.
+_COPY = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from baselines.sep_baseline import sep_method
+    from challenge.contract.release import ReleaseSpec
+    from challenge.loaders.protocol import run_method
+    from challenge.pipeline.files import generate_release
+    from challenge.pipeline.sources.synthetic import paper_mix
+
+    folder, release = Path(sys.argv[1]), Path(sys.argv[2])
+    spec = ReleaseSpec(**eval(sys.argv[3]), morphology_counts=paper_mix(int(sys.argv[4])))
+    warm = ReleaseSpec(name="warm", seed=6, morphology_counts=paper_mix(40),
+                       n_blends={"train": 64, "val": 16, "test": 32})
+    generate_release(warm, folder / "warm")
+    run_method(sep_method, folder / "warm", 16)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    generate_release(spec, folder / "made")
+    t1 = time.perf_counter()
+    run_method(sep_method, release, 250)
+    print(t1 - t0, time.perf_counter() - t1, flush=True)
+""")
+
+
+def _copies(k: int, bench_release, tmp_path) -> list[tuple[float, float]]:
+    """(generate s, run s) of ``k`` copies of the in-process work started at the same moment."""
+    spec = repr({"name": BENCH.name, "seed": BENCH.seed, "n_blends": BENCH.n_blends})
+    n_galaxies = sum(BENCH.morphology_counts.values())
+    procs = []
+    for i in range(k):
+        folder = tmp_path / f"copy-{k}-{i}"
+        folder.mkdir()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _COPY, str(folder), str(bench_release), spec, str(n_galaxies)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    out = []
+    for p in procs:
+        gen_s, run_s = (float(v) for v in p.stdout.readline().split())
+        p.wait(timeout=60)
+        out.append((gen_s, run_s))
+    return out
+
+
+def test_two_cores_ceiling(benchmark, bench_release, tmp_path):
+    alone = _copies(1, bench_release, tmp_path)[0]
+    together = benchmark.pedantic(_copies, args=(2, bench_release, tmp_path), rounds=1,
+                                  iterations=1)  # fmt: skip
+    figures = {
+        "generate alone_s": alone[0],
+        "generate two_at_once_s": max(t[0] for t in together),
+        "run sep alone_s": alone[1],
+        "run sep two_at_once_s": max(t[1] for t in together),
+    }
+    figures["ceiling_generate"] = alone[0] / figures["generate two_at_once_s"]
+    figures["ceiling_run_sep"] = alone[1] / figures["run sep two_at_once_s"]
     benchmark.extra_info.update(figures)
     print()
     for key, value in figures.items():
