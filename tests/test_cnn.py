@@ -392,6 +392,37 @@ def test_cli_train_and_baseline_write_a_valid_submission(tiny_release, tmp_path)
     keras.backend.clear_session()
 
 
+def test_cnn_ensemble_averages_log_fluxes_and_maps(tiny_release, tmp_path):
+    from baselines.cnn.predict import predict_images
+
+    paths = []
+    for seed, name in enumerate(("blend2flux", "blend2mask2flux")):
+        keras.utils.set_random_seed(seed)
+        path = tmp_path / f"{name}.keras"
+        build_model(get_config(name, "tiny")).save(path)
+        paths.append(path)
+    sub = tmp_path / "ens"
+    res = CliRunner().invoke(app, [
+        "baseline", "cnn-ensemble", "--weights", str(paths[0]), "--weights", str(paths[1]),
+        "--data", str(tiny_release), "--out", str(sub), "--no-tta",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    submission = read_submission(sub)
+    with h5py.File(tiny_release / "test_blends.h5") as f:
+        images, blend_id = f["images"][:], f["blend_id"][:]
+    np.testing.assert_array_equal(submission.blend_id, blend_id)
+    (f1, _), (f2, maps) = (predict_images(load_trained(p), images, tta=False) for p in paths)
+    np.testing.assert_allclose(submission.flux, np.sqrt(f1 * f2), rtol=1e-5)
+    np.testing.assert_array_equal(submission.masks, (maps >= 0.5).astype(np.uint8))
+    assert submission.metadata["parameters"] == sum(load_trained(p).count_params()
+                                                    for p in paths)  # fmt: skip
+    one = CliRunner().invoke(app, ["baseline", "cnn-ensemble", "--weights", str(paths[0]),
+                                   "--data", str(tiny_release), "--out", str(tmp_path / "one")])
+    assert one.exit_code == 2 and "at least two --weights" in one.output
+    assert not (tmp_path / "one").exists()
+    keras.backend.clear_session()
+
+
 def test_test_time_augmentation_maps_masks_back(tiny_release):
     model = build_model(get_config("blend2mask2flux", "tiny"))
     with h5py.File(tiny_release / "test_blends.h5") as f:

@@ -152,6 +152,36 @@ class CNNMethod:
         return out
 
 
+class EnsembleMethod:
+    """Trained CNNs averaged (a deep ensemble): the mean of their log10 fluxes, i.e. the
+    geometric mean of their fluxes, and the mean of the maps of the members that make maps.
+
+    Each member runs as :class:`CNNMethod` would (same batch size and test-time augmentation);
+    the members may mix blend2flux and blend2mask2flux.
+    """
+
+    def __init__(self, weights: list[Path | str], batch_size: int = 64, tta: bool = True) -> None:
+        if len(weights) < 2:
+            raise WeightsError(
+                f"an ensemble needs at least two --weights, got {len(weights)}; "
+                "use `blendbench baseline blend2flux|blend2mask2flux` for one model"
+            )
+        self.members = [CNNMethod(w, None, batch_size, tta) for w in weights]
+
+    def __call__(self, batch, context) -> dict[str, np.ndarray]:
+        log_flux, maps = [], []
+        for member in self.members:
+            flux, masks = predict_images(member.model, batch.images, member.batch_size,
+                                         member.tta)  # fmt: skip
+            log_flux.append(np.log10(flux))
+            if masks is not None:
+                maps.append(masks)
+        out = {"flux": 10.0 ** np.mean(log_flux, axis=0)}
+        if maps:
+            out["masks"] = (np.mean(maps, axis=0) >= 0.5).astype(np.uint8)
+        return out
+
+
 def _training_record(weights: Path) -> dict[str, Any]:
     path = weights.parent / "run.json"
     if path.is_file():
@@ -192,19 +222,8 @@ def write_cnn_submission(
     blend_id, flux, masks = run.blend_id, run.outputs["flux"], run.outputs.get("masks")
     release, n, inference_s = run.context.release, len(run.blend_id), run.seconds
     settings = {
-        "config": str(record.get("config", "")),
-        "seed": int(record.get("seed", -1)),
-        "epochs": int(record.get("epochs", 0)),
-        "best_epoch": int(record.get("best_epoch") or 0),
-        "best_val_mape": float(record.get("best_val_mape") or float("nan")),
-        "trained_on": str(record.get("release", "")),
-        **({"fine_tuned_from": str(record["init_weights"]["path"])}
-           if record.get("init_weights") else {}),
-        "keras_backend": keras.backend.backend(),
+        **_model_settings(record, weights),
         "test_time_augmentation": "8 dihedral transforms" if tta else "none",
-        # a path relative to the repository (a committed submission's weights) names them;
-        # elsewhere only the file name means anything to a reader
-        "weights": weights.as_posix() if not weights.is_absolute() else weights.name,
     }
     trained_on = {"hardware": str(record["hardware"])} if record.get("hardware") else {}
     meta = SubmissionMetadata(
@@ -212,9 +231,7 @@ def write_cnn_submission(
         release=release,
         method=f"{model_name} ({METHODS[model_name]}), config {settings['config']}",
         link=PAPER_LINK,
-        # a fine-tuned model also cost the training of the model it started from
-        training_time_s=float(record.get("wall_time_s", 0.0))
-        + float((record.get("init_weights") or {}).get("wall_time_s", 0.0)),
+        training_time_s=_training_time(record),
         inference_time_s=round(inference_s, 2),
         parameters=int(model.count_params()),
         extra=settings,
@@ -231,3 +248,75 @@ def write_cnn_submission(
             copied.append(name)
     summary = {"n": n, "inference_s": inference_s, "copied": copied, "release": release}
     return out, summary
+
+
+def write_ensemble_submission(
+    weights: list[Path | str],
+    data: Path | str,
+    out: Path | str,
+    batch_size: int = 64,
+    tta: bool = True,
+    progress: Callable[[int], None] | None = None,
+    workers: Parallel = 1,
+) -> tuple[Path, dict[str, Any]]:
+    """Predict the test blends of ``data`` with an :class:`EnsembleMethod` of ``weights`` and
+    write the submission folder ``out`` (predictions and ``submission.toml``, which names each
+    member's weights; the weights stay where they are). Training time and parameters are the
+    members' sums. Returns ``out`` and a summary dict."""
+    paths, data, out = [Path(w) for w in weights], Path(data), Path(out)
+    check_split_file(data / "test_blends.h5", ("blend_id",))
+    method = EnsembleMethod(paths, batch_size, tta)
+    models = [member.model for member in method.members]
+    records = [_training_record(w) for w in paths]
+    run = run_method(method, data, batch_size=512, workers=workers, progress=progress)
+    members = [_model_settings(r, w) for r, w in zip(records, paths, strict=True)]
+    names = [f"{m.name} {s['config']}".strip() for m, s in zip(models, members, strict=True)]
+    settings = {
+        "members": names,
+        "weights": [s["weights"] for s in members],
+        "trained_on": sorted({s["trained_on"] for s in members}),
+        "keras_backend": keras.backend.backend(),
+        "test_time_augmentation": "8 dihedral transforms" if tta else "none",
+    }
+    hardware = sorted({str(r["hardware"]) for r in records if r.get("hardware")})
+    meta = SubmissionMetadata(
+        name=out.name,
+        release=run.context.release,
+        method=f"ensemble of {len(models)} CNNs (mean log10 flux; maps: mean of the members' "
+        f"maps): {' + '.join(names)}",
+        link=PAPER_LINK,
+        training_time_s=sum(_training_time(r) for r in records),
+        inference_time_s=round(run.seconds, 2),
+        parameters=sum(int(m.count_params()) for m in models),
+        extra=settings,
+        **({"hardware": "; ".join(hardware)} if hardware else {}),
+    )
+    write_submission(out, meta, run.blend_id, run.outputs["flux"],
+                     masks=run.outputs.get("masks"))  # fmt: skip
+    summary = {"n": len(run.blend_id), "inference_s": run.seconds, "copied": [],
+               "release": run.context.release}  # fmt: skip
+    return out, summary
+
+
+def _training_time(record: dict[str, Any]) -> float:
+    """Seconds of training behind a model: its run, plus the model it was fine-tuned from."""
+    return float(record.get("wall_time_s", 0.0)) + float(
+        (record.get("init_weights") or {}).get("wall_time_s", 0.0))
+
+
+def _model_settings(record: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """What a submission says about one trained model (from its ``run.json``)."""
+    return {
+        "config": str(record.get("config", "")),
+        "seed": int(record.get("seed", -1)),
+        "epochs": int(record.get("epochs", 0)),
+        "best_epoch": int(record.get("best_epoch") or 0),
+        "best_val_mape": float(record.get("best_val_mape") or float("nan")),
+        "trained_on": str(record.get("release", "")),
+        **({"fine_tuned_from": str(record["init_weights"]["path"])}
+           if record.get("init_weights") else {}),
+        "keras_backend": keras.backend.backend(),
+        # a path relative to the repository (a committed submission's weights) names them;
+        # elsewhere only the file name means anything to a reader
+        "weights": weights.as_posix() if not weights.is_absolute() else weights.name,
+    }

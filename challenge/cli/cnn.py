@@ -182,3 +182,39 @@ def blend2mask2flux_cmd(
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
     _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
+
+
+@baseline_app.command("cnn-ensemble")
+@user_errors
+def cnn_ensemble_cmd(
+    weights: list[Path] = typer.Option(
+        ..., help="model.keras of each member (give it twice or more; blend2flux and "
+        "blend2mask2flux may mix)"
+    ),
+    data: Path = typer.Option(..., help="a generated release folder"),
+    out: Path = typer.Option(Path("submissions/cnn-ensemble"), help="submission folder to write"),
+    batch_size: int = typer.Option(64, help="blends per forward pass"),
+    tta: bool = typer.Option(True, help="average each member over the 8 dihedral transforms"),
+    workers: int = workers_option(1),
+    scheduler: str = scheduler_option("the weights and the release"),
+) -> None:
+    """Trained CNNs averaged (mean log10 flux; maps from the members that make them)."""
+    from challenge.contract.release import resolve_release
+    from challenge.pipeline.workers import describe, resolve_parallel
+
+    parallel = resolve_parallel(workers, scheduler, 1)
+    predict = _import_cnn("baselines.cnn.predict", "blendbench baseline cnn-ensemble")
+    n = resolve_release(data)[1].spec.n_blends["test"]
+    out, summary = with_progress(
+        "cnn-ensemble",
+        n,
+        lambda advance: predict.write_ensemble_submission(
+            weights, data, out, batch_size, tta, progress=advance, workers=parallel
+        ),
+    )
+    console.print(
+        f"cnn-ensemble of {len(weights)}: {summary['n']} blends in {summary['inference_s']:.1f} s "
+        f"({summary['n'] / summary['inference_s']:.0f} blends/s, {describe(parallel)}"
+        + (", 8-fold test-time augmentation" if tta else "")
+        + f"); wrote {out}"
+    )
