@@ -23,9 +23,9 @@ import keras
 import numpy as np
 
 import baselines.cnn.models  # noqa: F401  (registers the custom layers before loading)
-import baselines.cnn.train  # noqa: F401  (registers the losses and metrics)
 from baselines.cnn.augment import DihedralMean, DihedralStack
 from baselines.cnn.data import check_split_file
+from baselines.cnn.train import training_time  # (importing it registers the losses)
 from challenge.contract.errors import BlendbenchError
 from challenge.contract.submission_folder import SubmissionMetadata, write_submission
 from challenge.loaders.protocol import run_method
@@ -231,7 +231,7 @@ def write_cnn_submission(
         release=release,
         method=f"{model_name} ({METHODS[model_name]}), config {settings['config']}",
         link=PAPER_LINK,
-        training_time_s=_training_time(record),
+        training_time_s=training_time(record),
         inference_time_s=round(inference_s, 2),
         parameters=int(model.count_params()),
         extra=settings,
@@ -285,7 +285,7 @@ def write_ensemble_submission(
         method=f"ensemble of {len(models)} CNNs (mean log10 flux; maps: mean of the members' "
         f"maps): {' + '.join(names)}",
         link=PAPER_LINK,
-        training_time_s=sum(_training_time(r) for r in records),
+        training_time_s=sum(training_time(r) for r in records),
         inference_time_s=round(run.seconds, 2),
         parameters=sum(int(m.count_params()) for m in models),
         extra=settings,
@@ -296,12 +296,6 @@ def write_ensemble_submission(
     summary = {"n": len(run.blend_id), "inference_s": run.seconds, "copied": [],
                "release": run.context.release}  # fmt: skip
     return out, summary
-
-
-def _training_time(record: dict[str, Any]) -> float:
-    """Seconds of training behind a model: its run, plus the model it was fine-tuned from."""
-    return float(record.get("wall_time_s", 0.0)) + float(
-        (record.get("init_weights") or {}).get("wall_time_s", 0.0))
 
 
 def _model_settings(record: dict[str, Any], weights: Path) -> dict[str, Any]:

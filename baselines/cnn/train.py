@@ -652,11 +652,18 @@ def _load_initial_weights(model: keras.Model, config: CNNConfig, path: Path) -> 
     info: dict[str, Any] = {"path": str(path), "sha256": digest.hexdigest()}
     try:  # the starting model's own training time, which the fine-tuned model also cost
         before = json.loads((path.parent / "run.json").read_text())
-        info["wall_time_s"] = float(before["wall_time_s"]) + float(
-            (before.get("init_weights") or {}).get("wall_time_s", 0.0))
-    except (OSError, ValueError, KeyError, TypeError):
+        if "wall_time_s" in before:
+            info["wall_time_s"] = training_time(before)
+    except (OSError, ValueError, TypeError):
         pass
     return info
+
+
+def training_time(record: dict[str, Any]) -> float:
+    """Seconds of training behind a model, from its run record: its run, plus the model it was
+    fine-tuned from (``init_weights``)."""
+    return float(record.get("wall_time_s", 0.0)) + float(
+        (record.get("init_weights") or {}).get("wall_time_s", 0.0))
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:

@@ -126,28 +126,31 @@ COPY_WEIGHTS = typer.Option(
 )
 
 
-def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
-              workers: int | None, scheduler: str | None, copy: bool):  # fmt: skip
+def _run_cnn_baseline(name: str, data: Path, tta: bool, workers: int | None,
+                      scheduler: str | None, write) -> None:  # fmt: skip
+    """Run ``write(predict_module, progress, parallel) -> (out, summary)`` with a progress bar
+    over the release's test blends and report its speed."""
     from challenge.contract.release import resolve_release
     from challenge.pipeline.workers import describe, resolve_parallel
 
     parallel = resolve_parallel(workers, scheduler, 1)
-    predict = _import_cnn("baselines.cnn.predict", f"blendbench baseline {model}")
+    predict = _import_cnn("baselines.cnn.predict", f"blendbench baseline {name}")
     n = resolve_release(data)[1].spec.n_blends["test"]
-    out, summary = with_progress(
-        model,
-        n,
-        lambda advance: predict.write_cnn_submission(
-            model, weights, data, out, batch_size, tta, progress=advance, workers=parallel,
-            copy_files=copy,
-        ),
-    )
+    out, summary = with_progress(name, n, lambda advance: write(predict, advance, parallel))
     console.print(
-        f"{model}: {summary['n']} blends in {summary['inference_s']:.1f} s "
+        f"{name}: {summary['n']} blends in {summary['inference_s']:.1f} s "
         f"({summary['n'] / summary['inference_s']:.0f} blends/s, {describe(parallel)}"
         + (", 8-fold test-time augmentation" if tta else "")
         + f"); wrote {out} (+ {', '.join(summary['copied']) or 'no training files'})"
     )
+
+
+def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
+              workers: int | None, scheduler: str | None, copy: bool):  # fmt: skip
+    _run_cnn_baseline(model, data, tta, workers, scheduler, lambda predict, advance, parallel:
+                      predict.write_cnn_submission(model, weights, data, out, batch_size, tta,
+                                                   progress=advance, workers=parallel,
+                                                   copy_files=copy))  # fmt: skip
 
 
 @baseline_app.command("blend2flux")
@@ -199,22 +202,7 @@ def cnn_ensemble_cmd(
     scheduler: str = scheduler_option("the weights and the release"),
 ) -> None:
     """Trained CNNs averaged (mean log10 flux; maps from the members that make them)."""
-    from challenge.contract.release import resolve_release
-    from challenge.pipeline.workers import describe, resolve_parallel
-
-    parallel = resolve_parallel(workers, scheduler, 1)
-    predict = _import_cnn("baselines.cnn.predict", "blendbench baseline cnn-ensemble")
-    n = resolve_release(data)[1].spec.n_blends["test"]
-    out, summary = with_progress(
-        "cnn-ensemble",
-        n,
-        lambda advance: predict.write_ensemble_submission(
-            weights, data, out, batch_size, tta, progress=advance, workers=parallel
-        ),
-    )
-    console.print(
-        f"cnn-ensemble of {len(weights)}: {summary['n']} blends in {summary['inference_s']:.1f} s "
-        f"({summary['n'] / summary['inference_s']:.0f} blends/s, {describe(parallel)}"
-        + (", 8-fold test-time augmentation" if tta else "")
-        + f"); wrote {out}"
-    )
+    _run_cnn_baseline("cnn-ensemble", data, tta, workers, scheduler,
+                      lambda predict, advance, parallel: predict.write_ensemble_submission(
+                          weights, data, out, batch_size, tta, progress=advance,
+                          workers=parallel))  # fmt: skip

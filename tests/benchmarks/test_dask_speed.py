@@ -127,53 +127,48 @@ def test_generate_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
         print(f"  {key}: {value:.3f}")
 
 
-def test_run_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
-    from baselines.sep_baseline import sep_method
+def _run_vs_workers(benchmark, method, label: str, release, batch_size: int, tmp_path,
+                    warm_up: bool) -> None:
+    """Blends/s of ``run_method(method)`` in-process, on local:1 and local:2 (the last one
+    timed by ``benchmark``), and the efficiency at 2 workers; ``warm_up``: one untimed run
+    first in each setting."""
     from challenge.loaders.protocol import run_method
 
-    seconds = {"in-process": run_method(sep_method, bench_release, batch_size=250).seconds}
+    def timed(workers=1):
+        if warm_up:
+            run_method(method, release, batch_size, workers)
+        return run_method(method, release, batch_size, workers).seconds
+
+    seconds = {"in-process": timed()}
     for n, client in _clusters(tmp_path):
         if n == 2:
-            result = benchmark.pedantic(run_method, args=(sep_method, bench_release, 250, client),
-                                        rounds=1, iterations=1)
+            seconds["local:2"] = benchmark.pedantic(timed, args=(client,), rounds=1,
+                                                    iterations=1)  # fmt: skip
         else:
-            result = run_method(sep_method, bench_release, 250, client)
-        seconds[f"local:{n}"] = result.seconds
+            seconds[f"local:{n}"] = timed(client)
     n_test = BENCH.n_blends["test"]
     figures = {
-        **{f"run {k} blends_per_s": n_test / s for k, s in seconds.items()},
+        **{f"run {label} {k} blends_per_s": n_test / s for k, s in seconds.items()},
         "efficiency_2_workers": _efficiency(seconds["in-process"], seconds["local:2"]),
     }
     benchmark.extra_info.update(figures)
     print()
     for key, value in figures.items():
         print(f"  {key}: {value:.3f}")
+
+
+def test_run_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
+    from baselines.sep_baseline import sep_method
+
+    _run_vs_workers(benchmark, sep_method, "sep", bench_release, 250, tmp_path, warm_up=False)
 
 
 def test_run_slower_method_blends_per_s_vs_workers(benchmark, bench_release, tmp_path):
     pytest.importorskip("photutils")
     from baselines.photutils_method import photutils_method
-    from challenge.loaders.protocol import run_method
 
-    run_method(photutils_method, bench_release, batch_size=50)  # warm-up (imports, caches)
-    seconds = {"in-process": run_method(photutils_method, bench_release, batch_size=50).seconds}
-    for n, client in _clusters(tmp_path):
-        run_method(photutils_method, bench_release, 50, client)  # warm-up in the workers
-        if n == 2:
-            result = benchmark.pedantic(run_method, args=(photutils_method, bench_release, 50,
-                                                          client), rounds=1, iterations=1)
-        else:
-            result = run_method(photutils_method, bench_release, 50, client)
-        seconds[f"local:{n}"] = result.seconds
-    n_test = BENCH.n_blends["test"]
-    figures = {
-        **{f"run photutils {k} blends_per_s": n_test / s for k, s in seconds.items()},
-        "efficiency_2_workers": _efficiency(seconds["in-process"], seconds["local:2"]),
-    }
-    benchmark.extra_info.update(figures)
-    print()
-    for key, value in figures.items():
-        print(f"  {key}: {value:.3f}")
+    _run_vs_workers(benchmark, photutils_method, "photutils", bench_release, 50, tmp_path,
+                    warm_up=True)  # fmt: skip
 
 
 # One copy of the in-process work, in its own interpreter: imports and warms up, says "ready",
