@@ -19,7 +19,12 @@ from challenge.cli import app
 from challenge.contract.release import ReleaseInfo, ReleaseSpec
 from challenge.pipeline.files import generate_release
 from challenge.pipeline.sources.synthetic import PAPER_MIX, paper_mix
-from challenge.pipeline.workers import ClusterError, parse_scheduler, resolve_parallel
+from challenge.pipeline.workers import (
+    ClusterError,
+    parse_scheduler,
+    resolve_parallel,
+    task_sizes,
+)
 
 runner = CliRunner()
 H5_FILES = ("galaxies.h5", "train.h5", "val.h5", "test_blends.h5", "test_truth.h5")
@@ -123,6 +128,41 @@ def test_scheduler_forms():
     assert resolve_parallel(None, "local:1", 2) == "local:1"
     with pytest.raises(ClusterError, match="local:N"):
         parse_scheduler("tcp://nohost")
+
+
+@pytest.mark.parametrize("n, largest, threads, unit", [
+    (4000, 256, 2, 16), (6500, 256, 8, 16), (200, 32, 2, 1), (500, 256, 2, 16), (7, 256, 2, 16),
+    (4000, 256, 1, 16), (0, 32, 2, 1),
+])
+def test_tasks_shrink_towards_the_end_and_cover_every_item(n, largest, threads, unit):
+    sizes = task_sizes(n, largest, threads, unit)
+    assert sum(sizes) == n and all(s > 0 for s in sizes)
+    assert all(s <= largest and s % unit == 0 for s in sizes[:-1])  # whole HDF5 chunks
+    if threads == 1:
+        assert sizes[:-1] == [largest] * (len(sizes) - 1)
+    elif n >= 4 * threads * largest:
+        # Full-size tasks while there is plenty left, none larger than what remains per thread.
+        assert sizes[0] == largest and sizes[-1] < largest
+        assert sorted(sizes, reverse=True) == sizes
+
+
+def test_compressed_chunks_travel_out_of_band_straight_from_the_workers():
+    import pickle
+
+    import dask
+
+    from challenge.pipeline.chunks import Layout, encode
+    from challenge.pipeline.workers import dask_client
+
+    images = np.random.default_rng(0).normal(size=(48, 32, 32)).astype(np.float32)
+    stored = encode(images, Layout(16, (32, 32), "float32", True, 1))
+    buffers: list = []
+    stream = pickle.dumps(stored, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 3 and len(stream) < 1_000  # the bytes are not copied into the stream
+    with dask_client("local:2") as client:
+        assert client.direct_to_workers  # not relayed by the scheduler (pickle protocol 4)
+        profiling = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+        assert list(profiling.values()) == [False, False]
 
 
 # ------------------------------------------------------------------------------------------

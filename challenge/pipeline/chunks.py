@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from challenge.pipeline.blending import materialise
-from challenge.pipeline.workers import Parallel, dask_client, in_order
+from challenge.pipeline.workers import Parallel, dask_client, in_order, n_threads, task_starts
 
 if TYPE_CHECKING:
     from challenge.pipeline.files import BlockSums, Fingerprint
@@ -60,9 +60,9 @@ class Layout:
                    bool(dataset.shuffle), level)
 
 
-def encode(block: np.ndarray, layout: Layout) -> list[tuple[bytes, int]]:
-    """The stored bytes of each HDF5 chunk of ``block`` (rows from a chunk boundary), with the
-    filter mask to write them with.
+def encode(block: np.ndarray, layout: Layout) -> list[tuple[np.ndarray, int]]:
+    """The stored bytes (uint8 arrays) of each HDF5 chunk of ``block`` (rows from a chunk
+    boundary), with the filter mask to write them with.
 
     The last chunk is padded with zeros to full size, as HDF5 stores edge chunks. Shuffle puts
     byte k of every element together (a no-op for 1-byte types); deflate is zlib at the
@@ -85,11 +85,13 @@ def encode(block: np.ndarray, layout: Layout) -> list[tuple[bytes, int]]:
                 data = packed
             else:
                 mask = 1 << (1 if layout.shuffle else 0)
-        out.append((data, mask))
+        # A uint8 array, not bytes: Dask pickles arrays out of band, so the compressed chunks
+        # travel from a worker to the writer without being copied into the pickle stream.
+        out.append((np.frombuffer(data, dtype=np.uint8), mask))
     return out
 
 
-def decode(stored: list[tuple[bytes, int]], layout: Layout, n: int) -> np.ndarray:
+def decode(stored: list[tuple[np.ndarray, int]], layout: Layout, n: int) -> np.ndarray:
     """The first ``n`` items of the chunks that :func:`encode` made (its inverse)."""
     parts = []
     deflate_skipped = 1 << (1 if layout.shuffle else 0)
@@ -113,8 +115,8 @@ class BlendChunk:
     start: int
     n: int
     image_sums: BlockSums
-    stored_images: list[tuple[bytes, int]]
-    stored_masks: list[tuple[bytes, int]]
+    stored_images: list[tuple[np.ndarray, int]]
+    stored_masks: list[tuple[np.ndarray, int]]
 
 
 def blend_task(
@@ -171,8 +173,9 @@ def write_blends(
         stamps, masks, noise_var: the parent catalogue (see ``ParentCatalogue``).
         sigma: sky noise, counts/px.
         rows_central, rows_companion, dx, dy, noise_seeds: (n,) the pairs.
-        chunk_size: blends per task, rounded up to whole HDF5 chunks (does not change the
-            result).
+        chunk_size: blends per task, rounded up to whole HDF5 chunks; on several workers the
+            last tasks of a split are smaller (:func:`challenge.pipeline.workers.task_sizes`).
+            Neither changes the result.
         workers: where the tasks run (:data:`challenge.pipeline.workers.Parallel`).
         progress: called with the number of blends written after each task.
     """
@@ -183,21 +186,20 @@ def write_blends(
     rows = max(image_layout.rows, mask_layout.rows)
     if rows % image_layout.rows or rows % mask_layout.rows:
         raise ValueError("images and masks must have HDF5 chunks of nested sizes")
-    step = -(-max(chunk_size, 1) // rows) * rows
     fp_images, fp_masks = Fingerprint(), Fingerprint()
 
-    def pairs_of(start: int) -> tuple:
-        sl = slice(start, min(start + step, n))
+    def pairs_of(start: int, stop: int) -> tuple:
+        sl = slice(start, stop)
         return (rows_central[sl], rows_companion[sl], dx[sl], dy[sl], noise_seeds[sl], start,
                 image_layout, mask_layout)
 
     with dask_client(workers) as client:
+        cuts = task_starts(n, chunk_size, n_threads(client) if client else 1, rows)
         if client is None:
-            done = (blend_task(stamps, masks, noise_var, sigma, *pairs_of(s))
-                    for s in range(0, n, step))
+            done = (blend_task(stamps, masks, noise_var, sigma, *pairs_of(*c)) for c in cuts)
         else:
             catalogue = client.scatter([stamps, masks, noise_var], broadcast=True, hash=False)
-            tasks = ((*catalogue, sigma, *pairs_of(s)) for s in range(0, n, step))
+            tasks = ((*catalogue, sigma, *pairs_of(*c)) for c in cuts)
             done = (future.result() for _, future in in_order(client, blend_task, tasks))
         for chunk in done:
             _write(images_ds, chunk.start, chunk.stored_images, image_layout)
@@ -209,7 +211,7 @@ def write_blends(
     return fp_images, fp_masks
 
 
-def _write(dataset, start: int, stored: list[tuple[bytes, int]], layout: Layout) -> None:
+def _write(dataset, start: int, stored: list[tuple[np.ndarray, int]], layout: Layout) -> None:
     zeros = (0,) * len(layout.item_shape)
     for j, (data, mask) in enumerate(stored):
         dataset.id.write_direct_chunk((start + j * layout.rows, *zeros), data, mask)

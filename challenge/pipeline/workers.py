@@ -118,7 +118,13 @@ def _local_cluster(n: int):
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+    # Dask's statistical profiler samples every worker thread every 10 ms (for the dashboard's
+    # profile page): CPU taken from the tasks, measurable on a machine with few cores.
+    settings = {
+        "distributed.nanny.pre-spawn-environ": worker_environ(),
+        "distributed.worker.profile.enabled": False,
+    }
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -129,7 +135,9 @@ def _local_cluster(n: int):
             silence_logs=logging.CRITICAL,
         )
     try:
-        client = Client(cluster, set_as_default=False)
+        # Results come straight from the workers, not relayed by the scheduler, which would
+        # pickle them in band (protocol 4, its common denominator) and copy every byte twice.
+        client = Client(cluster, set_as_default=False, direct_to_workers=True)
         from challenge.pipeline.worker_guard import ExitWithParent
 
         client.register_plugin(ExitWithParent(os.getpid()), name=ExitWithParent.name)
@@ -218,6 +226,38 @@ def _close_local(cluster, client) -> None:
 def n_threads(client: Client) -> int:
     """Worker threads of a cluster (tasks it runs at once)."""
     return max(sum(client.nthreads().values()), 1)
+
+
+def task_sizes(n: int, largest: int, threads: int, unit: int = 1) -> list[int]:
+    """Sizes of the tasks that cut ``n`` items for ``threads`` worker threads: ``largest`` items
+    while there is plenty left, then shrinking (each about a ``2 * threads``-th of what is left,
+    a multiple of ``unit``, down to an eighth of ``largest``), so that the workers finish
+    together instead of one of them running the last large task alone. One thread gets tasks of
+    ``largest``.
+
+    The sizes only decide how the work is cut, never what it gives.
+    """
+    largest = max(-(-largest // unit) * unit, unit)
+    smallest = max(largest // 8 // unit * unit, unit)
+    sizes = []
+    left = n
+    while left > 0:
+        size = largest
+        if threads > 1:
+            share = -(-left // (2 * threads))
+            size = min(largest, max(smallest, -(-share // unit) * unit))
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+    return sizes
+
+
+def task_starts(n: int, largest: int, threads: int, unit: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the tasks of :func:`task_sizes`."""
+    out, start = [], 0
+    for size in task_sizes(n, largest, threads, unit):
+        out.append((start, start + size))
+        start += size
+    return out
 
 
 def in_order(
