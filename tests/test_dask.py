@@ -23,7 +23,7 @@ from challenge.pipeline.workers import (
     ClusterError,
     parse_scheduler,
     resolve_parallel,
-    task_sizes,
+    task_slices,
 )
 
 runner = CliRunner()
@@ -135,7 +135,10 @@ def test_scheduler_forms():
     (4000, 256, 1, 16), (0, 32, 2, 1),
 ])
 def test_tasks_shrink_towards_the_end_and_cover_every_item(n, largest, threads, unit):
-    sizes = task_sizes(n, largest, threads, unit)
+    slices = task_slices(n, largest, threads, unit)
+    starts, stops = [sl.start for sl in slices], [sl.stop for sl in slices]
+    assert starts == ([0] + stops[:-1] if slices else [])  # in order, end to end
+    sizes = [sl.stop - sl.start for sl in slices]
     assert sum(sizes) == n and all(s > 0 for s in sizes)
     assert all(s <= largest and s % unit == 0 for s in sizes[:-1])  # whole HDF5 chunks
     if threads == 1:

@@ -23,7 +23,7 @@ from challenge.pipeline.blending import top_up_sigma
 from challenge.pipeline.photometry import TRUTH, flux_to_mag, half_light_radius, measure_central
 from challenge.pipeline.sources.real import RealStamp
 from challenge.pipeline.sources.synthetic import draw_galaxy, render_model, with_clumps
-from challenge.pipeline.workers import Parallel, dask_client, in_order, n_threads, task_starts
+from challenge.pipeline.workers import Parallel, dask_client, in_order, n_threads, task_slices
 
 MAX_ATTEMPTS = 50
 Progress = Callable[[int], None]
@@ -152,14 +152,14 @@ def render_galaxies(
             result does not depend on it.
         progress: called with the number of galaxies finished after each chunk.
         chunk: galaxies per task (the last ones smaller on several workers, see
-            :func:`challenge.pipeline.workers.task_sizes`).
+            :func:`challenge.pipeline.workers.task_slices`).
     """
     first = list(first_attempts) if first_attempts is not None else [0] * len(ids)
     galaxies: list[IsolatedGalaxy] = []
     with dask_client(workers) as client:
         tasks = [
-            (spec, ids[a:b], morphologies[a:b], first[a:b])
-            for a, b in task_starts(len(ids), chunk, n_threads(client) if client else 1)
+            (spec, ids[sl], morphologies[sl], first[sl])
+            for sl in task_slices(len(ids), chunk, n_threads(client))
         ]
         if client is None:
             results = (_render_chunk(task) for task in tasks)

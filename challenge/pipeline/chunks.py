@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from challenge.pipeline.blending import materialise
-from challenge.pipeline.workers import Parallel, dask_client, in_order, n_threads, task_starts
+from challenge.pipeline.workers import Parallel, dask_client, in_order, n_threads, task_slices
 
 if TYPE_CHECKING:
     from challenge.pipeline.files import BlockSums, Fingerprint
@@ -174,7 +174,7 @@ def write_blends(
         sigma: sky noise, counts/px.
         rows_central, rows_companion, dx, dy, noise_seeds: (n,) the pairs.
         chunk_size: blends per task, rounded up to whole HDF5 chunks; on several workers the
-            last tasks of a split are smaller (:func:`challenge.pipeline.workers.task_sizes`).
+            last tasks of a split are smaller (:func:`challenge.pipeline.workers.task_slices`).
             Neither changes the result.
         workers: where the tasks run (:data:`challenge.pipeline.workers.Parallel`).
         progress: called with the number of blends written after each task.
@@ -188,18 +188,17 @@ def write_blends(
         raise ValueError("images and masks must have HDF5 chunks of nested sizes")
     fp_images, fp_masks = Fingerprint(), Fingerprint()
 
-    def pairs_of(start: int, stop: int) -> tuple:
-        sl = slice(start, stop)
-        return (rows_central[sl], rows_companion[sl], dx[sl], dy[sl], noise_seeds[sl], start,
+    def pairs_of(sl: slice) -> tuple:
+        return (rows_central[sl], rows_companion[sl], dx[sl], dy[sl], noise_seeds[sl], sl.start,
                 image_layout, mask_layout)
 
     with dask_client(workers) as client:
-        cuts = task_starts(n, chunk_size, n_threads(client) if client else 1, rows)
+        cuts = task_slices(n, chunk_size, n_threads(client), rows)
         if client is None:
-            done = (blend_task(stamps, masks, noise_var, sigma, *pairs_of(*c)) for c in cuts)
+            done = (blend_task(stamps, masks, noise_var, sigma, *pairs_of(sl)) for sl in cuts)
         else:
             catalogue = client.scatter([stamps, masks, noise_var], broadcast=True, hash=False)
-            tasks = ((*catalogue, sigma, *pairs_of(*c)) for c in cuts)
+            tasks = ((*catalogue, sigma, *pairs_of(sl)) for sl in cuts)
             done = (future.result() for _, future in in_order(client, blend_task, tasks))
         for chunk in done:
             _write(images_ds, chunk.start, chunk.stored_images, image_layout)

@@ -223,41 +223,32 @@ def _close_local(cluster, client) -> None:
         pass
 
 
-def n_threads(client: Client) -> int:
-    """Worker threads of a cluster (tasks it runs at once)."""
-    return max(sum(client.nthreads().values()), 1)
+def n_threads(client: Client | None) -> int:
+    """Worker threads of a cluster (tasks it runs at once); 1 without one (in-process)."""
+    return 1 if client is None else max(sum(client.nthreads().values()), 1)
 
 
-def task_sizes(n: int, largest: int, threads: int, unit: int = 1) -> list[int]:
-    """Sizes of the tasks that cut ``n`` items for ``threads`` worker threads: ``largest`` items
-    while there is plenty left, then shrinking (each about a ``2 * threads``-th of what is left,
-    a multiple of ``unit``, down to an eighth of ``largest``), so that the workers finish
-    together instead of one of them running the last large task alone. One thread gets tasks of
-    ``largest``.
+def task_slices(n: int, largest: int, threads: int, unit: int = 1) -> list[slice]:
+    """The tasks that cut ``n`` items for ``threads`` worker threads, as slices in order:
+    ``largest`` items while there is plenty left, then shrinking (each about a
+    ``2 * threads``-th of what is left, a multiple of ``unit``, down to an eighth of
+    ``largest``), so that the workers finish together instead of one of them running the last
+    large task alone. One thread gets tasks of ``largest``.
 
-    The sizes only decide how the work is cut, never what it gives.
+    The cut only decides how the work is shared, never what it gives.
     """
     largest = max(-(-largest // unit) * unit, unit)
     smallest = max(largest // 8 // unit * unit, unit)
-    sizes = []
-    left = n
-    while left > 0:
+    slices: list[slice] = []
+    start = 0
+    while start < n:
         size = largest
         if threads > 1:
-            share = -(-left // (2 * threads))
+            share = -(-(n - start) // (2 * threads))
             size = min(largest, max(smallest, -(-share // unit) * unit))
-        sizes.append(min(size, left))
-        left -= sizes[-1]
-    return sizes
-
-
-def task_starts(n: int, largest: int, threads: int, unit: int = 1) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the tasks of :func:`task_sizes`."""
-    out, start = [], 0
-    for size in task_sizes(n, largest, threads, unit):
-        out.append((start, start + size))
-        start += size
-    return out
+        slices.append(slice(start, min(start + size, n)))
+        start = slices[-1].stop
+    return slices
 
 
 def in_order(

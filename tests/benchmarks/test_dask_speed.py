@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -167,9 +168,8 @@ def _run_vs_workers(benchmark, method, label: str, release, batch_size: int, tmp
     def timed(workers=1):
         if warm_up:
             run_method(method, release, batch_size, workers)
-        runs = sorted(run_method(method, release, batch_size, workers).seconds
-                      for _ in range(ROUNDS))  # fmt: skip
-        return runs[len(runs) // 2]
+        return statistics.median(run_method(method, release, batch_size, workers).seconds
+                                 for _ in range(ROUNDS))  # fmt: skip
 
     seconds = {"in-process": timed()}
     for n, client in _clusters(tmp_path):
