@@ -216,6 +216,47 @@ def test_knots_bring_the_noise_back_to_its_level():
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("power", [1.0, 0.5])
+def test_knots_that_follow_the_light_keep_the_galaxy_size(power):
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+
+    image, maps = _two_galaxies()  # Gaussian galaxies of sigma 3 px: <r^2> = 18 px^2
+    x, m = np.repeat(image, 16, axis=0), np.repeat(maps, 16, axis=0)
+    spec = AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(0.5, 0.5),
+                       knot_light_power=power)  # fmt: skip
+    out = np.asarray(ReObserve(spec, seed=4)(x, m, training=True)[0])[..., 0]
+    yy, xx = np.mgrid[:128, :128]
+    r2 = (yy - 64.0) ** 2 + (xx - 64.0) ** 2
+    near = r2 <= 17**2
+
+    def size(a):  # light-weighted <r^2> of the central galaxy, px^2
+        return (a[..., near] * r2[near]).sum(axis=-1) / a[..., near].sum(axis=-1)
+
+    before, after = size(x[0, ..., 0]), size(out).mean()
+    # knots following the light keep the size, up to their PSF blur (half the light gains
+    # 2 x 1.27^2 px^2); drawn from sqrt(light) they spread to twice the area
+    if power == 1.0:
+        assert abs(after - (before + 0.5 * 2 * 1.27**2)) < 0.1 * before
+    else:
+        assert after > 1.3 * before
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("floor", [0.0, 1.0])
+def test_noise_floor_reads_a_quieter_sky_in_the_training_units(floor):
+    from baselines.cnn.models import SKY_SIGMA, build_model
+
+    cfg = get_config("blend2flux", "tiny")
+    cfg = replace(cfg, arch=replace(cfg.arch, noise_from_image=True, noise_floor=floor))
+    sky_noise = build_model(cfg).get_layer("sky_noise")
+    quiet = np.asarray(sky_noise(_pure_sky(4, SKY_SIGMA / 2, seed=5)))
+    loud = np.asarray(sky_noise(_pure_sky(4, SKY_SIGMA * 2, seed=6)))
+    # a noisier sky is measured either way; a quieter one is read as v1's with the floor
+    np.testing.assert_allclose(loud, SKY_SIGMA * 2, rtol=0.03)
+    np.testing.assert_allclose(quiet, SKY_SIGMA if floor else SKY_SIGMA / 2, rtol=0.03)
+    keras.backend.clear_session()
+
+
 # --------------------------------------------------------------------------------------------
 # training, resume, prediction
 

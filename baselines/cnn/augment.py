@@ -8,8 +8,9 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's) is
    moved into ``n`` equal point sources (``n`` uniform in ``clump_count``), placed with
-   probability proportional to the square root of that light and blurred by a Gaussian PSF of
-   ``knot_psf_sigma_px``: clumpy substructure as in the ``v1-clumpy`` track (GalSim
+   probability proportional to that light raised to ``knot_light_power`` (1: the knots follow
+   the light, so they share the galaxy's half-light radius; 0.5: spread wider) and blurred by a
+   Gaussian PSF of ``knot_psf_sigma_px``: clumpy substructure as in the ``v1-clumpy`` track (GalSim
    ``RandomKnots``). The light moved is the light added, so each galaxy keeps its flux and the
    truth stays valid (up to the other galaxy's faint wings inside the footprint). The pixels
    scaled by ``1 - f`` get white noise back to their former level. Runs first, on the blend as
@@ -80,6 +81,9 @@ class AugmentSpec:
         clump_flux: range of the share of the galaxy's light moved into knots.
         clump_count: range of the number of knots (both ends included).
         knot_psf_sigma_px: Gaussian sigma (px) of a knot's image (v1's PSF: about 1.27 px).
+        knot_light_power: knots land on a pixel with probability ~ light ** power (1: they
+            follow the galaxy's light and share its half-light radius, as the ``v1-clumpy``
+            track's GalSim ``RandomKnots`` share the galaxy's; 0.5: spread wider).
     """
 
     dihedral: bool = True
@@ -94,6 +98,7 @@ class AugmentSpec:
     clump_flux: tuple[float, float] = (0.2, 0.6)
     clump_count: tuple[int, int] = (15, 60)
     knot_psf_sigma_px: float = 1.27
+    knot_light_power: float = 0.5
 
     @property
     def needs_footprints(self) -> bool:
@@ -221,9 +226,9 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
     share = ops.where(on, keras.random.uniform((n, 2), *spec.clump_flux, seed=gen), 0.0)
     k_max = int(spec.clump_count[1])
     count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
-    # Knot positions drawn with probability ~ sqrt(light) (pixels at or below zero: never):
-    # spread over the disc rather than piled on the core, as GalSim's random-walk knots are.
-    logits = 0.5 * ops.log(ops.reshape(ops.maximum(light, 0.0), (-1, h * w)) + 1e-30)
+    # Knot positions drawn with probability ~ light ** power (pixels at or below zero: never).
+    positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
+    logits = spec.knot_light_power * ops.log(positive + 1e-30)
     pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
     rows = ops.one_hot(pixel // w, h)  # (2 batch, K, H)
     cols = ops.one_hot(pixel % w, w)  # (2 batch, K, W)

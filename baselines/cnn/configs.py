@@ -62,6 +62,11 @@ class ModelConfig:
             differences) and use it, instead of the training release's sky sigma, for the
             input scaling and the aperture flux: the network reads every survey depth in units
             of its own noise.
+        noise_floor: with ``noise_from_image``, the lowest noise the network reads, as a
+            multiple of the training release's sky sigma (0: none). The re-observation adds
+            noise and never removes it, so a network trained on v1 has never read a sky quieter
+            than v1's; with a floor of 1 a blend from a deeper survey is read in v1's noise
+            units (as a v1 blend with less noise) instead of as brighter than any training blend.
     """
 
     flux_arch: str = "compact"
@@ -79,6 +84,7 @@ class ModelConfig:
     unet_max_filters: int = 512
     end_to_end: bool = True
     noise_from_image: bool = False
+    noise_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,8 @@ class TrainConfig:
             batch size scales it by sqrt(batch_size / reference_batch_size) (the square-root
             rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
-            noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px: the random
+            noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
+            knot_light_power: the random
             re-observation of training blends on the accelerator
             (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms only).
     """
@@ -134,6 +141,7 @@ class TrainConfig:
     clump_flux: tuple[float, float] = (0.2, 0.6)
     clump_count: tuple[int, int] = (15, 60)
     knot_psf_sigma_px: float = 1.27
+    knot_light_power: float = 0.5
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
@@ -268,6 +276,22 @@ CONFIGS[("blend2mask2flux", "compact-robust-knots")] = CNNConfig(
     "compact-robust-knots", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14, mask_stage_fraction=0.2,
             **KNOTS_FINETUNE_AUGMENTATION),
+)  # fmt: skip
+# compact-robust-knots2: a third cosine cycle, from compact-robust-knots' weights
+# (`--init-weights submissions/blend2flux-compact-robust-knots/model.keras`), with knots that
+# follow the galaxy's light (the v1-clumpy track's knots share the galaxy's half-light radius;
+# drawn from sqrt(light) they spread wider) on 40% of galaxies, and the network reading no sky
+# quieter than v1's (noise_floor; README).
+CONFIGS[("blend2flux", "compact-robust-knots2")] = CNNConfig(
+    "compact-robust-knots2", "blend2flux", replace(ROBUST_ARCH, noise_floor=1.0),
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14,
+            **{**KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4}, knot_light_power=1.0),
+)  # fmt: skip
+CONFIGS[("blend2mask2flux", "compact-robust-knots2")] = CNNConfig(
+    "compact-robust-knots2", "blend2mask2flux",
+    replace(ROBUST_ARCH, end_to_end=False, noise_floor=1.0),
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=12, mask_stage_fraction=0.2,
+            **{**KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4}, knot_light_power=1.0),
 )  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),

@@ -262,7 +262,7 @@ def _scaled_input(image, arch: ModelConfig, sky_sigma: float):
         aperture = ApertureFlux(sky_sigma, name="aperture")(image)
         scaled = BlendScaling(sky_sigma, arch.linear, arch.coords, name="scaling")(image, aperture)
         return scaled, aperture
-    sigma = SkyNoise(name="sky_noise")(image)
+    sigma = SkyNoise(max(arch.noise_floor * sky_sigma, 1e-6), name="sky_noise")(image)
     aperture = ApertureFlux(sky_sigma, name="aperture")(image, sigma)
     scaled = BlendScaling(sky_sigma, arch.linear, arch.coords, name="scaling")(
         image, aperture, sigma
