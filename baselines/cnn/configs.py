@@ -282,16 +282,18 @@ CONFIGS[("blend2mask2flux", "compact-robust-knots")] = CNNConfig(
 # follow the galaxy's light (the v1-clumpy track's knots share the galaxy's half-light radius;
 # drawn from sqrt(light) they spread wider) on 40% of galaxies, and the network reading no sky
 # quieter than v1's (noise_floor; README).
+LIGHT_KNOTS_AUGMENTATION = {
+    **KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4, "knot_light_power": 1.0
+}
+FLOORED_ARCH = replace(ROBUST_ARCH, noise_floor=1.0)
 CONFIGS[("blend2flux", "compact-robust-knots2")] = CNNConfig(
-    "compact-robust-knots2", "blend2flux", replace(ROBUST_ARCH, noise_floor=1.0),
-    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14,
-            **{**KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4}, knot_light_power=1.0),
+    "compact-robust-knots2", "blend2flux", FLOORED_ARCH,
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14, **LIGHT_KNOTS_AUGMENTATION),
 )  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust-knots2")] = CNNConfig(
-    "compact-robust-knots2", "blend2mask2flux",
-    replace(ROBUST_ARCH, end_to_end=False, noise_floor=1.0),
+    "compact-robust-knots2", "blend2mask2flux", replace(FLOORED_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=12, mask_stage_fraction=0.2,
-            **{**KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4}, knot_light_power=1.0),
+            **LIGHT_KNOTS_AUGMENTATION),
 )  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),

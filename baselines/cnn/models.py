@@ -51,8 +51,9 @@ class SkyNoise(layers.Layer):
     CLIP = 3.0
     PASSES = 5
     CLIPPED_STD = 0.986598  # std of a unit Gaussian truncated at +-3
+    MIN_NOISE = 1e-6  # counts / px: the lowest floor, so that a noiseless image divides safely
 
-    def __init__(self, floor: float = 1e-6, **kwargs):
+    def __init__(self, floor: float = MIN_NOISE, **kwargs):
         super().__init__(**kwargs)
         self.floor = float(floor)
 
@@ -262,7 +263,7 @@ def _scaled_input(image, arch: ModelConfig, sky_sigma: float):
         aperture = ApertureFlux(sky_sigma, name="aperture")(image)
         scaled = BlendScaling(sky_sigma, arch.linear, arch.coords, name="scaling")(image, aperture)
         return scaled, aperture
-    sigma = SkyNoise(max(arch.noise_floor * sky_sigma, 1e-6), name="sky_noise")(image)
+    sigma = SkyNoise(max(arch.noise_floor * sky_sigma, SkyNoise.MIN_NOISE), name="sky_noise")(image)
     aperture = ApertureFlux(sky_sigma, name="aperture")(image, sigma)
     scaled = BlendScaling(sky_sigma, arch.linear, arch.coords, name="scaling")(
         image, aperture, sigma

@@ -285,7 +285,7 @@ def write_ensemble_submission(
         method=f"ensemble of {len(models)} CNNs (mean log10 flux; maps: mean of the members' "
         f"maps): {' + '.join(names)}",
         link=PAPER_LINK,
-        training_time_s=sum(training_time(r) for r in records),
+        training_time_s=round(sum(training_time(r) for r in records), 1),
         inference_time_s=round(run.seconds, 2),
         parameters=sum(int(m.count_params()) for m in models),
         extra=settings,

@@ -662,8 +662,8 @@ def _load_initial_weights(model: keras.Model, config: CNNConfig, path: Path) -> 
 def training_time(record: dict[str, Any]) -> float:
     """Seconds of training behind a model, from its run record: its run, plus the model it was
     fine-tuned from (``init_weights``)."""
-    return float(record.get("wall_time_s", 0.0)) + float(
-        (record.get("init_weights") or {}).get("wall_time_s", 0.0))
+    return round(float(record.get("wall_time_s", 0.0)) + float(
+        (record.get("init_weights") or {}).get("wall_time_s", 0.0)), 1)
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:
