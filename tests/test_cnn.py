@@ -242,6 +242,106 @@ def test_knots_that_follow_the_light_keep_the_galaxy_size(power):
     keras.backend.clear_session()
 
 
+def test_kron_flux_in_the_graph_is_the_truth_procedures():
+    from baselines.cnn.augment import kron_flux
+    from challenge.pipeline.photometry import TRUTH, detect, subtract_background
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    images, segments, expected = [], [], []
+    # (axis ratio, angle deg, scale px, profile): round to elongated, resolved to unresolved
+    for q, angle, scale, profile in [(1.0, 0, 3.0, "gauss"), (0.5, 30, 4.0, "exp"),
+                                     (0.3, -60, 5.0, "exp"), (0.8, 10, 1.0, "gauss")]:  # fmt: skip
+        t = np.radians(angle)
+        dx, dy = xx - 64.3, yy - 63.8
+        u = dx * np.cos(t) + dy * np.sin(t)
+        v = (-dx * np.sin(t) + dy * np.cos(t)) / q
+        r = np.hypot(u, v)
+        light = np.exp(-(r**2) / (2 * scale**2)) if profile == "gauss" else np.exp(-r / scale)
+        image = 60 * light / light.sum() + rng.normal(0, 0.012, light.shape)
+        sources = detect(image, TRUTH)
+        i = int(np.argmin(sources.distance_to(64, 64)))
+        images.append(subtract_background(image)[0])
+        segments.append(sources.mask(i))
+        expected.append(sources.flux_auto[i])
+    images, segments = np.float32(images), np.float32(segments)
+    ours = np.asarray(kron_flux(images, segments, np.ones_like(segments)))
+    np.testing.assert_allclose(ours, expected, rtol=5e-3)
+
+
+def test_knot_truth_rescales_each_knotted_galaxys_target_by_its_kron_flux_ratio():
+    from baselines.cnn.augment import AugmentSpec, ReObserve, kron_flux
+
+    image, maps = _two_galaxies()
+    x, m = np.repeat(image, 8, axis=0), np.repeat(maps, 8, axis=0)
+    # knots drawn uniformly over each footprint: the light spreads wider, the Kron aperture
+    # grows with it and takes in more of the light
+    base = AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(0.6, 0.6),
+                       knot_light_power=0.0)  # fmt: skip
+    plain = ReObserve(base, seed=3)(x, m, training=True)
+    remeasured = ReObserve(replace(base, knot_truth=True), seed=3)(x, m, training=True)
+    # the blends are the same draws; only the targets change, one factor per galaxy
+    np.testing.assert_array_equal(np.asarray(plain[0]), np.asarray(remeasured[0]))
+    assert np.asarray(plain[1]).shape == (8, 1) and np.all(np.asarray(plain[1]) == 0)
+    log_s = np.asarray(remeasured[1])
+    assert log_s.shape == (8, 2) and np.all(log_s > 0)
+    # the factor is the Kron flux after / before, each galaxy on its own segment (which keeps
+    # its light: no knot lands outside it, whatever the power)
+    out = np.asarray(remeasured[0])[..., 0]
+    yy, xx = np.mgrid[:128, :128]
+    for cy, cx in [(64, 64), (64, 100)]:
+        near = (yy - cy) ** 2 + (xx - cx) ** 2 <= 17**2
+        np.testing.assert_allclose(out[:, near].sum(axis=1), x[0, ..., 0][near].sum(), rtol=5e-3)
+    for g in (0, 1):
+        segment, keep = m[..., g], 1.0 - m[..., 1 - g]
+        ratio = np.asarray(kron_flux(out, segment, keep)) / np.asarray(
+            kron_flux(x[..., 0], segment, keep))
+        np.testing.assert_allclose(log_s[:, g], np.log10(ratio), atol=1e-5)
+    # without knots the targets stay
+    none = ReObserve(replace(base, clump_fraction=0.0, knot_truth=True), seed=3)
+    assert np.all(np.asarray(none(x, m, training=True)[1]) == 0)
+    keras.backend.clear_session()
+
+
+def test_knots_drawn_through_the_release_psf():
+    from baselines.cnn.augment import AugmentSpec, ReObserve, _convolve, psf_transfer
+
+    yy, xx = np.mgrid[-16:17, -16:17]
+    psf = np.exp(-np.hypot(yy / 1.5, xx / 2.5)) * (1 + 0.2 * (xx > 0))  # asymmetric, 33 x 33
+    psf /= psf.sum()
+    point = np.zeros((1, 128, 128), "float32")
+    point[0, 40, 70] = 2.0
+    image = np.asarray(_convolve(point, psf_transfer(psf, (128, 128))))[0]
+    # a point source becomes the PSF, centred on it, not mirrored
+    np.testing.assert_allclose(image[24:57, 54:87], 2.0 * psf, atol=1e-6)
+    assert abs(image.sum() - 2.0) < 1e-5
+    spec = AugmentSpec(dihedral=False, clump_fraction=1.0, knot_psf="release")
+    with pytest.raises(ValueError, match="PSF"):
+        ReObserve(spec)
+    with pytest.raises(ValueError, match="odd sizes"):
+        psf_transfer(np.ones((32, 32)), (128, 128))
+    # the knots keep each galaxy's light and are wider than Gaussian knots
+    image, maps = _two_galaxies()
+    x, m = np.repeat(image, 8, axis=0), np.repeat(maps, 8, axis=0)
+    out = np.asarray(ReObserve(spec, seed=1, psf=psf)(x, m, training=True)[0])[..., 0]
+    yy, xx = np.mgrid[:128, :128]
+    near = (yy - 64) ** 2 + (xx - 64) ** 2 <= 17**2
+    np.testing.assert_allclose(out[:, near].sum(axis=1), x[0, ..., 0][near].sum(), rtol=0.02)
+    keras.backend.clear_session()
+
+
+def test_knots_through_a_release_without_psf_is_a_clear_error(tiny_release, tmp_path):
+    import shutil
+
+    release = tmp_path / "no-psf"
+    shutil.copytree(tiny_release, release)
+    with h5py.File(release / "galaxies.h5", "a") as f:
+        del f["psf"]
+    with pytest.raises(TrainingError, match=r"galaxies.h5 'psf'.*blendbench generate"):
+        train_cnn(_tiny_robust(), release, tmp_path / "run", seed=0, epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("floor", [0.0, 1.0])
 def test_noise_floor_reads_a_quieter_sky_in_the_training_units(floor):
     from baselines.cnn.models import SKY_SIGMA, build_model
@@ -265,8 +365,9 @@ def _tiny_robust():
     from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
 
     cfg = get_config("blend2flux", "tiny")
-    return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True),
-                   train=replace(cfg.train, **DEEP_ROBUST_AUGMENTATION))  # fmt: skip
+    # every step of the re-observation, knots drawn through the release's PSF and re-measured
+    train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release")
+    return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True), train=train)
 
 
 @pytest.mark.parametrize("robust", [False, True], ids=["dihedral", "re-observed"])

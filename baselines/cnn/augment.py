@@ -10,9 +10,11 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    moved into ``n`` equal point sources (``n`` uniform in ``clump_count``), placed with
    probability proportional to that light raised to ``knot_light_power`` (1: the knots follow
    the light, so they share the galaxy's half-light radius; 0.5: spread wider) and blurred by a
-   Gaussian PSF of ``knot_psf_sigma_px``: clumpy substructure as in the ``v1-clumpy`` track (GalSim
-   ``RandomKnots``). The light moved is the light added, so each galaxy keeps its flux and the
-   truth stays valid (up to the other galaxy's faint wings inside the footprint). The pixels
+   Gaussian PSF of ``knot_psf_sigma_px`` or by the release's own PSF (``knot_psf``): clumpy
+   substructure as in the ``v1-clumpy`` track (GalSim ``RandomKnots``). The light moved is the
+   light added, so each galaxy keeps its flux (up to the other galaxy's faint wings inside the
+   footprint). Its truth, a Kron flux, is either kept or re-measured (``knot_truth``: times the
+   ratio of the galaxy's Kron fluxes after and before, :func:`kron_flux`). The pixels
    scaled by ``1 - f`` get white noise back to their former level. Runs first, on the blend as
    stored, so that the maps need no transform.
 2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
@@ -59,6 +61,7 @@ import numpy as np
 from keras import layers, ops
 
 from baselines.cnn.models import SkyNoise
+from challenge.pipeline.photometry import KRON_FACTOR, MIN_DIAMETER_PX
 
 STAMP = 128
 KERNEL_HALF_WIDTH = 12  # px: Gaussian weights beyond 12 px (> 7 sigma) are negligible
@@ -84,6 +87,14 @@ class AugmentSpec:
         knot_light_power: knots land on a pixel with probability ~ light ** power (1: they
             follow the galaxy's light and share its half-light radius, as the ``v1-clumpy``
             track's GalSim ``RandomKnots`` share the galaxy's; 0.5: spread wider).
+        knot_truth: re-measure the truth of a knotted galaxy: its flux target is multiplied by
+            the ratio of its Kron fluxes after and before the knots (:func:`kron_flux`), as the
+            truth procedure would measure the knotted galaxy (False: the target stays).
+        knot_psf: the image of a knot: ``"gaussian"`` (sigma ``knot_psf_sigma_px``) or
+            ``"release"``, the training release's PSF (``galaxies.h5`` 'psf', handed to
+            :class:`ReObserve`): a knot is an unresolved star-forming region, drawn through the
+            telescope as the ``v1-clumpy`` track draws its knots. v1's PSF (HST F160W) keeps 18%
+            of its light beyond 4 px of the centre, a Gaussian of sigma 1.27 px under 1%.
     """
 
     dihedral: bool = True
@@ -99,6 +110,8 @@ class AugmentSpec:
     clump_count: tuple[int, int] = (15, 60)
     knot_psf_sigma_px: float = 1.27
     knot_light_power: float = 0.5
+    knot_truth: bool = False
+    knot_psf: str = "gaussian"
 
     @property
     def needs_footprints(self) -> bool:
@@ -200,7 +213,7 @@ def _gaussian_matrices(sigma, shift, n: int):
     return ops.exp(-0.5 * ops.square((offsets - d) / s)) / norm, gain
 
 
-def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
+def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     """Move a share of each chosen galaxy's light into star-forming knots (step 1 above).
 
     Args:
@@ -209,9 +222,13 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
         spec: the augmentation (``clump_*`` and ``knot_psf_sigma_px`` fields).
         gen: the layer's ``keras.random.SeedGenerator``.
         sigma0: (batch,) each blend's sky noise, counts / px.
+        psf_otf: with ``spec.knot_psf == "release"``, the (real, imaginary) parts of the
+            PSF's discrete Fourier transform on the (H, W) grid (:func:`psf_transfer`).
 
     Returns:
-        (batch, H, W, 1) blends with the same total flux per galaxy footprint.
+        (batch, H, W, 1) blends with the same total flux per galaxy footprint, and (batch, 2)
+        ``log10`` of each galaxy's Kron flux after / before the knots (0 where the galaxy got
+        none, and everywhere unless ``spec.knot_truth``).
     """
     n = ops.shape(x)[0]
     h, w = x.shape[1], x.shape[2]
@@ -228,7 +245,7 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
     count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
     # Knot positions drawn with probability ~ light ** power (pixels at or below zero: never).
     positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
-    logits = spec.knot_light_power * ops.log(positive + 1e-30)
+    logits = ops.where(positive > 0, spec.knot_light_power * ops.log(positive + 1e-30), -1e9)
     pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
     rows = ops.one_hot(pixel // w, h)  # (2 batch, K, H)
     cols = ops.one_hot(pixel % w, w)  # (2 batch, K, W)
@@ -236,29 +253,138 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0):
     knot_flux = ops.reshape(share * total / ops.cast(count, "float32"), (-1, 1)) * active
     points = ops.matmul(ops.transpose(rows * knot_flux[..., None], (0, 2, 1)), cols)
     points = ops.sum(ops.reshape(points, (-1, 2, h, w)), axis=1)  # (batch, H, W)
-    psf = ops.full((n,), spec.knot_psf_sigma_px, dtype="float32")
-    zero = ops.zeros((n,), dtype="float32")
-    ky, _ = _gaussian_matrices(psf, zero, h)
-    kx, _ = _gaussian_matrices(psf, zero, w)
-    knots = ops.matmul(ops.matmul(ky, points), ops.transpose(kx, (0, 2, 1)))
+    if psf_otf is not None:
+        knots = _convolve(points, psf_otf)
+    else:
+        psf = ops.full((n,), spec.knot_psf_sigma_px, dtype="float32")
+        zero = ops.zeros((n,), dtype="float32")
+        ky, _ = _gaussian_matrices(psf, zero, h)
+        kx, _ = _gaussian_matrices(psf, zero, w)
+        knots = ops.matmul(ops.matmul(ky, points), ops.transpose(kx, (0, 2, 1)))
     moved = ops.sum(share[:, :, None, None] * light, axis=1)
     # The scaled pixels' noise, sigma0 (1 - f), brought back to sigma0.
     refill = ops.sum(own * ops.sqrt(1.0 - ops.square(1.0 - share))[:, :, None, None], axis=1)
     noise = ops.reshape(sigma0, (-1, 1, 1)) * refill * keras.random.normal((n, h, w), seed=gen)
-    return (image - moved + knots + noise)[..., None]
+    knotted = image - moved + knots + noise
+    log_ratio = ops.zeros((n, 2), dtype="float32")
+    if spec.knot_truth:
+        log_ratio = ops.where(on, _kron_log_ratio(image, knotted, maps), 0.0)
+    return knotted[..., None], log_ratio
+
+
+def psf_transfer(psf: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(real, imaginary) (H, W) float32 DFT of ``psf`` (odd-sized, centred, any normalisation)
+    normalised to unit sum and centred on pixel (0, 0) of an (H, W) grid: multiplying an image's
+    DFT by it convolves the image with the PSF (circularly; the PSF's wings that cross one edge
+    of the stamp come back at the other)."""
+    psf = np.asarray(psf, dtype=np.float64)
+    if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
+        raise ValueError(f"the PSF must be a 2-D image of odd sizes, not {psf.shape}")
+    if psf.shape[0] > shape[0] or psf.shape[1] > shape[1] or not psf.sum() > 0:
+        raise ValueError(f"the PSF {psf.shape} must fit the stamp {shape} and have light")
+    grid = np.zeros(shape)
+    grid[: psf.shape[0], : psf.shape[1]] = psf / psf.sum()
+    grid = np.roll(grid, (-(psf.shape[0] // 2), -(psf.shape[1] // 2)), axis=(0, 1))
+    otf = np.fft.fft2(grid)
+    return otf.real.astype("float32"), otf.imag.astype("float32")
+
+
+def _convolve(images, otf):
+    """(batch, H, W) images convolved with the PSF whose transfer function is ``otf``."""
+    re, im = ops.fft2((images, ops.zeros_like(images)))
+    o_re, o_im = otf
+    out, _ = ops.ifft2((re * o_re - im * o_im, re * o_im + im * o_re))
+    return out
+
+
+def kron_flux(image, segment, keep):
+    """The truth procedure's Kron flux (``photometry.kron_flux``), in ``keras.ops``.
+
+    As sep measures a detected source: the ellipse from the second moments of the positive
+    light in the source's segment (semi-axes at least 0.5 px), the Kron radius
+    ``sum(r I) / sum(I)`` over the pixels within 6 of those radii, then the light of the pixels
+    (centres) within ``KRON_FACTOR`` Kron radii, or within the minimum circle (diameter
+    ``MIN_DIAMETER_PX``) when the Kron ellipse is smaller. No background is subtracted.
+
+    Args:
+        image: (m, H, W) counts.
+        segment: (m, H, W) 1 on the source's segmentation-map pixels, else 0.
+        keep: (m, H, W) 1 on the pixels that count (0 on other sources' segments, as sep's
+            ``segmap`` masking), else 0.
+
+    Returns:
+        (m,) flux in counts (0 where the source has no positive light).
+    """
+    h, w = image.shape[1], image.shape[2]
+    yy = ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1))
+    xx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w))
+    weight = ops.maximum(image, 0.0) * segment
+    total = ops.maximum(ops.sum(weight, axis=(1, 2)), 1e-30)
+
+    def mean(v):
+        return ops.sum(weight * v, axis=(1, 2)) / total
+
+    def col(v):
+        return ops.reshape(v, (-1, 1, 1))
+
+    xc, yc = mean(xx), mean(yy)
+    dx, dy = xx - col(xc), yy - col(yc)
+    x2, y2, xy = mean(dx * dx), mean(dy * dy), mean(dx * dy)
+    half_sum, half_diff = (x2 + y2) / 2, (x2 - y2) / 2
+    root = ops.sqrt(half_diff**2 + xy**2)
+    a = ops.maximum(ops.sqrt(ops.maximum(half_sum + root, 0.0)), 0.5)
+    b = ops.maximum(ops.sqrt(ops.maximum(half_sum - root, 0.0)), 0.5)
+    theta = 0.5 * ops.arctan2(2 * xy, x2 - y2)
+    cos, sin = ops.cos(theta), ops.sin(theta)
+    cxx = cos**2 / a**2 + sin**2 / b**2
+    cyy = sin**2 / a**2 + cos**2 / b**2
+    cxy = 2 * cos * sin * (1 / a**2 - 1 / b**2)
+    r = ops.sqrt(ops.maximum(col(cxx) * dx**2 + col(cyy) * dy**2 + col(cxy) * dx * dy, 0.0))
+    data = image * keep
+    inner = ops.cast(r < 6.0, "float32") * data
+    moment, light = ops.sum(inner * r, axis=(1, 2)), ops.sum(inner, axis=(1, 2))
+    kron_radius = ops.where((light > 0) & (moment > 0), moment / ops.maximum(light, 1e-30), 0.0)
+    reach = col(KRON_FACTOR * ops.maximum(kron_radius, 1e-3))
+    flux = ops.sum(ops.where(r < reach, data, 0.0), axis=(1, 2))
+    r_min = MIN_DIAMETER_PX / 2
+    circle = ops.sum(ops.where(dx**2 + dy**2 < r_min**2, data, 0.0), axis=(1, 2))
+    return ops.where(kron_radius * ops.sqrt(a * b) < r_min, circle, flux)
+
+
+def _kron_log_ratio(before, after, maps):
+    """(batch, 2) log10 of each galaxy's Kron flux in ``after`` over that in ``before``.
+
+    ``before``, ``after``: (batch, H, W) blends; ``maps``: (batch, H, W, 2) truth segmentation
+    maps [central, companion]. Each galaxy is measured on its own segment with the other's
+    pixels masked; a ratio outside [1/2, 2] (a measurement gone wrong, not a knot) counts as 1.
+    """
+    n, h, w = ops.shape(before)[0], before.shape[1], before.shape[2]
+    segment = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (-1, h, w))
+    keep = ops.reshape(ops.transpose(1.0 - ops.flip(maps, axis=-1), (0, 3, 1, 2)), (-1, h, w))
+
+    def per_galaxy(image):
+        return ops.reshape(ops.repeat(image[:, None], 2, axis=1), (-1, h, w))
+
+    k0 = kron_flux(per_galaxy(before), segment, keep)
+    k1 = kron_flux(per_galaxy(after), segment, keep)
+    ratio = ops.where((k0 > 0) & (k1 > 0), k1 / ops.maximum(k0, 1e-30), 1.0)
+    ratio = ops.where((ratio > 0.5) & (ratio < 2.0), ratio, 1.0)
+    return ops.reshape(ops.log10(ratio), (n, 2))
 
 
 @keras.saving.register_keras_serializable(package="blendbench")
 class ReObserve(layers.Layer):
     """Training-only random re-observation: (batch, H, W, 1) counts -> same, log10 s, k.
 
-    Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied) and the
+    Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied; (batch, 2),
+    one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
     zeros and zeros. With ``clump_fraction`` > 0 the layer takes a second input, the truth
     segmentation maps (batch, H, W, 2) of the blends.
     """
 
-    def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, **kwargs):
+    def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, psf=None,
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         if isinstance(spec, dict):
             spec = AugmentSpec(**{k: tuple(v) if isinstance(v, list) else v
@@ -266,6 +392,13 @@ class ReObserve(layers.Layer):
         self.spec = spec or AugmentSpec()
         self.seed = int(seed)
         self.sky_noise = SkyNoise()
+        if self.spec.knot_psf not in ("gaussian", "release"):
+            raise ValueError(
+                f"knot_psf must be 'gaussian' or 'release', not {self.spec.knot_psf!r}"
+            )
+        if self.spec.knot_psf == "release" and psf is None:
+            raise ValueError("ReObserve with knot_psf 'release' needs the release's PSF (psf=)")
+        self.psf = None if psf is None else np.asarray(psf, dtype="float32")
 
     def build(self, input_shape):
         self.sky_noise.build(input_shape)
@@ -273,7 +406,7 @@ class ReObserve(layers.Layer):
 
     def call(self, x, footprints=None, training=None):
         n = ops.shape(x)[0]
-        zeros = ops.zeros((n, 1), dtype="float32")
+        zeros = ops.zeros((n, 2 if self.spec.knot_truth else 1), dtype="float32")
         no_k = ops.zeros((n,), dtype="int32")
         if not training:
             return x, zeros, no_k
@@ -283,10 +416,14 @@ class ReObserve(layers.Layer):
             return keras.random.uniform((n,), seed=gen) < p
 
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
+        log_knots = None
         if spec.needs_footprints:
             if footprints is None:
                 raise ValueError("ReObserve with clump_fraction > 0 needs the segmentation maps")
-            x = add_knots(x, footprints, spec, gen, sigma0)
+            otf = None
+            if spec.knot_psf == "release":
+                otf = psf_transfer(self.psf, (x.shape[1], x.shape[2]))
+            x, log_knots = add_knots(x, footprints, spec, gen, sigma0, otf)
         k = keras.random.randint((n,), 0, 8, dtype="int32", seed=gen) if spec.dihedral else no_k
         x = dihedral_ops(x, k) if spec.dihedral else x
         noise_left = ops.ones((n,), dtype="float32")  # noise left in the image / sigma0
@@ -314,15 +451,20 @@ class ReObserve(layers.Layer):
         if spec.resample_fraction > 0 or spec.faint_fraction > 0 or spec.noise_fraction > 0:
             add = sigma0 * ops.sqrt(ops.maximum(target**2 - noise_left**2, 0.0))
             x = x + ops.reshape(add, (-1, 1, 1, 1)) * keras.random.normal(ops.shape(x), seed=gen)
-        return x, ops.reshape(log_s, (-1, 1)), k
+        log_s = ops.reshape(log_s, (-1, 1))
+        if spec.knot_truth and log_knots is not None:
+            log_s = log_s + log_knots  # (batch, 2): each galaxy's own flux factor
+        return x, log_s, k
 
     def compute_output_shape(self, x_shape, footprints_shape=None):
-        return x_shape, (x_shape[0], 1), (x_shape[0],)
+        width = 2 if self.spec.knot_truth and self.spec.needs_footprints else 1
+        return x_shape, (x_shape[0], width), (x_shape[0],)
 
     def get_config(self):
         from dataclasses import asdict
 
-        return {**super().get_config(), "spec": asdict(self.spec), "seed": self.seed}
+        psf = None if self.psf is None else self.psf.tolist()
+        return {**super().get_config(), "spec": asdict(self.spec), "seed": self.seed, "psf": psf}
 
 
 @keras.saving.register_keras_serializable(package="blendbench")

@@ -302,13 +302,33 @@ def augment_spec(config: CNNConfig) -> AugmentSpec:
                                               for k, v in values.items()})  # fmt: skip
 
 
-def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
+def _release_psf(data: Path) -> np.ndarray:
+    """The release's PSF, (h, w) float32 (``galaxies.h5`` 'psf'), for knots drawn through it."""
+    path = data / "galaxies.h5"
+    try:
+        with h5py.File(path, "r") as f:
+            psf = np.asarray(f["psf"][:], dtype="float32")
+    except (OSError, KeyError) as err:
+        raise TrainingError(
+            f"{path} 'psf': unreadable or missing ({err}); knot_psf 'release' needs the release's "
+            "PSF: regenerate the release with `blendbench generate`"
+        ) from None
+    if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0 or not psf.sum() > 0:
+        raise TrainingError(
+            f"{path} 'psf': shape {psf.shape}; knot_psf 'release' needs a 2-D PSF image of odd "
+            "sizes with positive light: regenerate the release with `blendbench generate`"
+        )
+    return psf
+
+
+def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, psf=None):
     """(training model, loss, loss weights, metrics, dataset targets) of a stage.
 
     The training model is the network (``model``'s layers, shared) behind :class:`ReObserve`,
     which augments the batch inside the compiled step, and before the layers that map the
     outputs back onto the original blend. It carries the optimizer, so ``model`` itself stays
-    uncompiled and its weight files hold weights only.
+    uncompiled and its weight files hold weights only. ``psf``: the release's PSF, for knots
+    drawn through it.
     """
     flux_loss = FLUX_LOSSES[config.train.loss]
     spec = augment_spec(config)
@@ -316,10 +336,10 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int):
     if spec.needs_footprints:  # the knots need the truth segmentation maps (a training input)
         footprints = keras.Input((*STAMP_SHAPE[:2], 2), name="footprints")
         inputs = {"blend": image, "footprints": footprints}
-        blend, log_s, k = ReObserve(spec, seed, name="reobserve")(image, footprints)
+        blend, log_s, k = ReObserve(spec, seed, psf, name="reobserve")(image, footprints)
     else:
         inputs = image
-        blend, log_s, k = ReObserve(spec, seed, name="reobserve")(image)
+        blend, log_s, k = ReObserve(spec, seed, psf, name="reobserve")(image)
     if config.model == "blend2flux":
         net = keras.Model(model.input, model.get_layer("flux").output)
         flux = RestoreFlux(name="flux")(net(blend), log_s)
@@ -471,6 +491,9 @@ def train_cnn(
         state["time_budget_s"] = 60.0 * float(time_budget_min)
     budget_s = state.get("time_budget_s")
     state.update(config=config.to_dict(), seed=seed, data=str(data), release=release)
+    spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
+    footprints = spec.needs_footprints
+    psf = _release_psf(data) if spec.knot_psf == "release" else None
 
     keras.utils.set_random_seed(seed)
     model = build_model(config, sky_sigma)
@@ -496,8 +519,6 @@ def train_cnn(
     plan = _stage_plan(config, config.train.epochs, budget_s)
     tc = config.train
     peak_lr = tc.scaled_learning_rate()
-    spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
-    footprints = spec.needs_footprints
     record.update(batch_size=tc.batch_size, peak_learning_rate=peak_lr,
                   augmentation=spec.__dict__)  # fmt: skip
     run_start = time.perf_counter()
@@ -514,7 +535,7 @@ def train_cnn(
         elif stage_index > 0:  # end-to-end training starts from the best pre-trained U-Net
             model.load_weights(ckpt / "pretrained.weights.h5")
         train_model, loss, loss_weights, metrics, targets = _stage_setup(
-            model, config, stage["stage"], seed
+            model, config, stage["stage"], seed, psf
         )
         optimizer = keras.optimizers.Adam(learning_rate=state["lr"])
         train_model.compile(
