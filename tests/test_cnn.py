@@ -303,6 +303,39 @@ def test_knot_truth_rescales_each_knotted_galaxys_target_by_its_kron_flux_ratio(
     keras.backend.clear_session()
 
 
+def test_knots_placed_as_random_knots_follow_the_galaxy_size_and_shape():
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+
+    # an elliptical Gaussian galaxy: sigma 4 px along 30 degrees, 2 px across (PSF included)
+    yy, xx = np.mgrid[:128, :128]
+    t = np.radians(30)
+    u = (xx - 64) * np.cos(t) + (yy - 64) * np.sin(t)
+    v = -(xx - 64) * np.sin(t) + (yy - 64) * np.cos(t)
+    galaxy = 50 * np.exp(-0.5 * ((u / 4) ** 2 + (v / 2) ** 2)) / (2 * np.pi * 8)
+    maps = np.zeros((1, 128, 128, 2), "float32")
+    maps[0, ..., 0] = (u / 4) ** 2 + (v / 2) ** 2 <= 3**2
+    x = np.repeat(galaxy[None, ..., None].astype("float32"), 32, axis=0)
+    m = np.repeat(maps, 32, axis=0)
+    spec = AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(1.0, 1.0),
+                       clump_count=(60, 60), knot_placement="gaussian")  # fmt: skip
+    out = np.asarray(ReObserve(spec, seed=5)(x, m, training=True)[0])[..., 0]
+    # all the light is in knots now, and it has the galaxy's flux, size and orientation: the
+    # knots' Gaussian (PSF taken out) drawn through the PSF is the galaxy again
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), galaxy.sum(), rtol=1e-3)
+    light = out.sum(axis=0)
+    su = (light * u**2).sum() / light.sum()
+    sv = (light * v**2).sum() / light.sum()
+    assert abs(su / 16 - 1) < 0.15 and abs(sv / 4 - 1) < 0.15
+    assert abs((light * u * v).sum() / light.sum()) < 0.1 * su
+    # unlike knots that follow the light, some fall past the footprint (as GalSim's do): the
+    # light there is more than the galaxy's own wings
+    outside = maps[0, ..., 0] == 0
+    assert out[:, outside].sum(axis=1).mean() > 1.5 * galaxy[outside].sum()
+    with pytest.raises(ValueError, match="knot_placement"):
+        ReObserve(AugmentSpec(clump_fraction=1.0, knot_placement="random"))
+    keras.backend.clear_session()
+
+
 def test_knots_drawn_through_the_release_psf():
     from baselines.cnn.augment import AugmentSpec, ReObserve, _convolve, psf_transfer
 

@@ -95,6 +95,11 @@ class AugmentSpec:
             :class:`ReObserve`): a knot is an unresolved star-forming region, drawn through the
             telescope as the ``v1-clumpy`` track draws its knots. v1's PSF (HST F160W) keeps 18%
             of its light beyond 4 px of the centre, a Gaussian of sigma 1.27 px under 1%.
+        knot_placement: where the knots fall: ``"light"`` (with probability ~ light **
+            ``knot_light_power``, inside the footprint) or ``"gaussian"`` (as GalSim's
+            ``RandomKnots`` places them, the ``v1-clumpy`` track's knots: a Gaussian with the
+            galaxy's half-light radius, axis ratio and angle, which may reach past the
+            footprint).
     """
 
     dihedral: bool = True
@@ -112,6 +117,7 @@ class AugmentSpec:
     knot_light_power: float = 0.5
     knot_truth: bool = False
     knot_psf: str = "gaussian"
+    knot_placement: str = "light"
 
     @property
     def needs_footprints(self) -> bool:
@@ -243,10 +249,14 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     share = ops.where(on, keras.random.uniform((n, 2), *spec.clump_flux, seed=gen), 0.0)
     k_max = int(spec.clump_count[1])
     count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
-    # Knot positions drawn with probability ~ light ** power (pixels at or below zero: never).
-    positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
-    logits = ops.where(positive > 0, spec.knot_light_power * ops.log(positive + 1e-30), -1e9)
-    pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
+    if spec.knot_placement == "gaussian":
+        pixel = _gaussian_knot_pixels(
+            ops.reshape(light, (-1, h, w)), k_max, spec.knot_psf_sigma_px, gen
+        )
+    else:  # with probability ~ light ** power (pixels at or below zero: never)
+        positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
+        logits = ops.where(positive > 0, spec.knot_light_power * ops.log(positive + 1e-30), -1e9)
+        pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
     rows = ops.one_hot(pixel // w, h)  # (2 batch, K, H)
     cols = ops.one_hot(pixel % w, w)  # (2 batch, K, W)
     active = ops.cast(ops.arange(k_max)[None, :] < ops.reshape(count, (-1, 1)), "float32")
@@ -297,28 +307,17 @@ def _convolve(images, otf):
     return out
 
 
-def kron_flux(image, segment, keep):
-    """The truth procedure's Kron flux (``photometry.kron_flux``), in ``keras.ops``.
+def _ellipse(weight) -> dict:
+    """sep's second-moment ellipse of (m, H, W) non-negative light ``weight``.
 
-    As sep measures a detected source: the ellipse from the second moments of the positive
-    light in the source's segment (semi-axes at least 0.5 px), the Kron radius
-    ``sum(r I) / sum(I)`` over the pixels within 6 of those radii, then the light of the pixels
-    (centres) within ``KRON_FACTOR`` Kron radii, or within the minimum circle (diameter
-    ``MIN_DIAMETER_PX``) when the Kron ellipse is smaller. No background is subtracted.
-
-    Args:
-        image: (m, H, W) counts.
-        segment: (m, H, W) 1 on the source's segmentation-map pixels, else 0.
-        keep: (m, H, W) 1 on the pixels that count (0 on other sources' segments, as sep's
-            ``segmap`` masking), else 0.
-
-    Returns:
-        (m,) flux in counts (0 where the source has no positive light).
+    Returns a dict of: ``xc``, ``yc`` (m,) the centroid (px; x the column); ``a``, ``b`` (m,)
+    the semi-axes (px, at least 0.5) and ``theta`` (m,) the major axis's angle from the x axis
+    (rad); ``dx``, ``dy`` (m, H, W) each pixel's offset from the centroid and ``r`` (m, H, W) its
+    elliptical radius in units of the semi-axes.
     """
-    h, w = image.shape[1], image.shape[2]
+    h, w = weight.shape[1], weight.shape[2]
     yy = ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1))
     xx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w))
-    weight = ops.maximum(image, 0.0) * segment
     total = ops.maximum(ops.sum(weight, axis=(1, 2)), 1e-30)
 
     def mean(v):
@@ -340,6 +339,65 @@ def kron_flux(image, segment, keep):
     cyy = sin**2 / a**2 + cos**2 / b**2
     cxy = 2 * cos * sin * (1 / a**2 - 1 / b**2)
     r = ops.sqrt(ops.maximum(col(cxx) * dx**2 + col(cyy) * dy**2 + col(cxy) * dx * dy, 0.0))
+    return {"xc": xc, "yc": yc, "a": a, "b": b, "theta": theta, "dx": dx, "dy": dy, "r": r}
+
+
+def _gaussian_knot_pixels(light, k_max: int, psf_sigma: float, gen):
+    """(m, K) flat pixel indices of knots drawn as GalSim's ``RandomKnots`` draws them.
+
+    A Gaussian with the galaxy's half-light radius, axis ratio and angle, centred on it: the
+    half-light radius is that of the (m, H, W) light in elliptical apertures of its
+    second-moment ellipse, less the PSF (``psf_sigma`` px, subtracted in quadrature, since the
+    knots are drawn through it afterwards). Positions are rounded to the nearest pixel and kept
+    on the stamp.
+    """
+    m, h, w = ops.shape(light)[0], light.shape[1], light.shape[2]
+    weight = ops.maximum(light, 0.0)
+    e = _ellipse(weight)
+    r = ops.reshape(e["r"], (-1, h * w))
+    order = ops.argsort(r, axis=-1)
+    cumulative = ops.cumsum(ops.take_along_axis(ops.reshape(weight, (-1, h * w)), order, -1), -1)
+    half = ops.sum(ops.cast(cumulative < 0.5 * cumulative[:, -1:], "int32"), axis=-1)
+    r_half = ops.take_along_axis(ops.take_along_axis(r, order, -1), half[:, None], -1)[:, 0]
+    to_sigma = 1.0 / math.sqrt(2.0 * math.log(2.0))  # a Gaussian's sigma / half-light radius
+
+    def intrinsic(axis):  # sigma along that axis, the PSF taken out
+        sigma = r_half * axis * to_sigma
+        return ops.sqrt(ops.maximum(sigma**2 - psf_sigma**2, 0.25))
+
+    z = keras.random.normal((m, k_max, 2), seed=gen)
+    u = z[..., 0] * intrinsic(e["a"])[:, None]
+    v = z[..., 1] * intrinsic(e["b"])[:, None]
+    cos, sin = ops.cos(e["theta"])[:, None], ops.sin(e["theta"])[:, None]
+    x = ops.clip(ops.round(e["xc"][:, None] + u * cos - v * sin), 0, w - 1)
+    y = ops.clip(ops.round(e["yc"][:, None] + u * sin + v * cos), 0, h - 1)
+    return ops.cast(y, "int32") * w + ops.cast(x, "int32")
+
+
+def kron_flux(image, segment, keep):
+    """The truth procedure's Kron flux (``photometry.kron_flux``), in ``keras.ops``.
+
+    As sep measures a detected source: the ellipse from the second moments of the positive
+    light in the source's segment (semi-axes at least 0.5 px), the Kron radius
+    ``sum(r I) / sum(I)`` over the pixels within 6 of those radii, then the light of the pixels
+    (centres) within ``KRON_FACTOR`` Kron radii, or within the minimum circle (diameter
+    ``MIN_DIAMETER_PX``) when the Kron ellipse is smaller. No background is subtracted.
+
+    Args:
+        image: (m, H, W) counts.
+        segment: (m, H, W) 1 on the source's segmentation-map pixels, else 0.
+        keep: (m, H, W) 1 on the pixels that count (0 on other sources' segments, as sep's
+            ``segmap`` masking), else 0.
+
+    Returns:
+        (m,) flux in counts (0 where the source has no positive light).
+    """
+    e = _ellipse(ops.maximum(image, 0.0) * segment)
+    dx, dy, r, a, b = e["dx"], e["dy"], e["r"], e["a"], e["b"]
+
+    def col(v):
+        return ops.reshape(v, (-1, 1, 1))
+
     data = image * keep
     inner = ops.cast(r < 6.0, "float32") * data
     moment, light = ops.sum(inner * r, axis=(1, 2)), ops.sum(inner, axis=(1, 2))
@@ -395,6 +453,10 @@ class ReObserve(layers.Layer):
         if self.spec.knot_psf not in ("gaussian", "release"):
             raise ValueError(
                 f"knot_psf must be 'gaussian' or 'release', not {self.spec.knot_psf!r}"
+            )
+        if self.spec.knot_placement not in ("light", "gaussian"):
+            raise ValueError(
+                f"knot_placement must be 'light' or 'gaussian', not {self.spec.knot_placement!r}"
             )
         if self.spec.knot_psf == "release" and psf is None:
             raise ValueError("ReObserve with knot_psf 'release' needs the release's PSF (psf=)")

@@ -112,9 +112,9 @@ class TrainConfig:
             rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
             noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
-            knot_light_power, knot_truth, knot_psf: the random re-observation of training
-            blends on the accelerator (``baselines.cnn.augment.AugmentSpec``; all shares 0
-            leaves dihedral transforms only).
+            knot_light_power, knot_truth, knot_psf, knot_placement: the random re-observation of
+            training blends on the accelerator (``baselines.cnn.augment.AugmentSpec``; all
+            shares 0 leaves dihedral transforms only).
     """
 
     batch_size: int = 32
@@ -144,6 +144,7 @@ class TrainConfig:
     knot_light_power: float = 0.5
     knot_truth: bool = False
     knot_psf: str = "gaussian"
+    knot_placement: str = "light"
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
@@ -311,6 +312,12 @@ _floored_fine_tune("compact-robust-knots2", LIGHT_KNOTS_AUGMENTATION)
 # times its Kron flux ratio after / before the knots; README).
 KNOT_TRUTH_AUGMENTATION = {**LIGHT_KNOTS_AUGMENTATION, "knot_truth": True, "knot_psf": "release"}
 _floored_fine_tune("compact-robust-knots3", KNOT_TRUTH_AUGMENTATION)
+# compact-robust-knots4: a fifth cycle, from compact-robust-knots3's weights, with the knots
+# placed as GalSim's RandomKnots places them (knot_placement: a Gaussian of the galaxy's
+# half-light radius and shape, which may reach past the footprint; README).
+_floored_fine_tune(
+    "compact-robust-knots4", {**KNOT_TRUTH_AUGMENTATION, "knot_placement": "gaussian"}
+)
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),
