@@ -9,14 +9,15 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's) is
    moved into ``n`` equal point sources (``n`` uniform in ``clump_count``), placed with
    probability proportional to that light raised to ``knot_light_power`` (1: the knots follow
-   the light, so they share the galaxy's half-light radius; 0.5: spread wider) and blurred by a
-   Gaussian PSF of ``knot_psf_sigma_px`` or by the release's own PSF (``knot_psf``): clumpy
-   substructure as in the ``v1-clumpy`` track (GalSim ``RandomKnots``). The light moved is the
-   light added, so each galaxy keeps its flux (up to the other galaxy's faint wings inside the
-   footprint). Its truth, a Kron flux, is either kept or re-measured (``knot_truth``: times the
-   ratio of the galaxy's Kron fluxes after and before, :func:`kron_flux`). The pixels
-   scaled by ``1 - f`` get white noise back to their former level. Runs first, on the blend as
-   stored, so that the maps need no transform.
+   the light, so they share the galaxy's half-light radius; 0.5: spread wider), or as GalSim's
+   ``RandomKnots`` places them (``knot_placement``: a Gaussian of the galaxy's half-light
+   radius and shape), and blurred by a Gaussian PSF of ``knot_psf_sigma_px`` or by the
+   release's own PSF (``knot_psf``): clumpy substructure as in the ``v1-clumpy`` track. The
+   light moved is the light added, so each galaxy keeps its flux (up to the other galaxy's
+   faint wings inside the footprint). Its truth, a Kron flux, is either kept or re-measured
+   (``knot_truth``: times the ratio of the galaxy's Kron fluxes after and before,
+   :func:`kron_flux`). The pixels scaled by ``1 - f`` get white noise back to their former
+   level. Runs first, on the blend as stored, so that the maps need no transform.
 2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
    on the central pixel; the sky has no preferred orientation).
 3. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
@@ -390,7 +391,8 @@ def kron_flux(image, segment, keep):
             ``segmap`` masking), else 0.
 
     Returns:
-        (m,) flux in counts (0 where the source has no positive light).
+        (m,) flux in counts (meaningless where the segment holds no positive light: callers
+        mask those sources).
     """
     e = _ellipse(ops.maximum(image, 0.0) * segment)
     dx, dy, r, a, b = e["dx"], e["dy"], e["r"], e["a"], e["b"]
