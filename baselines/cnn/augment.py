@@ -396,15 +396,11 @@ def kron_flux(image, segment, keep):
     """
     e = _ellipse(ops.maximum(image, 0.0) * segment)
     dx, dy, r, a, b = e["dx"], e["dy"], e["r"], e["a"], e["b"]
-
-    def col(v):
-        return ops.reshape(v, (-1, 1, 1))
-
     data = image * keep
     inner = ops.cast(r < 6.0, "float32") * data
     moment, light = ops.sum(inner * r, axis=(1, 2)), ops.sum(inner, axis=(1, 2))
     kron_radius = ops.where((light > 0) & (moment > 0), moment / ops.maximum(light, 1e-30), 0.0)
-    reach = col(KRON_FACTOR * ops.maximum(kron_radius, 1e-3))
+    reach = ops.reshape(KRON_FACTOR * ops.maximum(kron_radius, 1e-3), (-1, 1, 1))
     flux = ops.sum(ops.where(r < reach, data, 0.0), axis=(1, 2))
     r_min = MIN_DIAMETER_PX / 2
     circle = ops.sum(ops.where(dx**2 + dy**2 < r_min**2, data, 0.0), axis=(1, 2))
@@ -467,6 +463,10 @@ class ReObserve(layers.Layer):
     def build(self, input_shape):
         self.sky_noise.build(input_shape)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        # the knots' PSF in Fourier space, once per layer (constants of the compiled step)
+        self.psf_otf = None
+        if self.psf is not None:
+            self.psf_otf = psf_transfer(self.psf, (input_shape[1], input_shape[2]))
 
     def call(self, x, footprints=None, training=None):
         n = ops.shape(x)[0]
@@ -484,9 +484,7 @@ class ReObserve(layers.Layer):
         if spec.needs_footprints:
             if footprints is None:
                 raise ValueError("ReObserve with clump_fraction > 0 needs the segmentation maps")
-            otf = None
-            if spec.knot_psf == "release":
-                otf = psf_transfer(self.psf, (x.shape[1], x.shape[2]))
+            otf = self.psf_otf if spec.knot_psf == "release" else None
             x, log_knots = add_knots(x, footprints, spec, gen, sigma0, otf)
         k = keras.random.randint((n,), 0, 8, dtype="int32", seed=gen) if spec.dihedral else no_k
         x = dihedral_ops(x, k) if spec.dihedral else x

@@ -55,6 +55,7 @@ from baselines.cnn.augment import (
     ReObserve,
     RestoreFlux,
     RestoreMasks,
+    psf_transfer,
     set_augmentation_epoch,
 )  # fmt: skip
 from baselines.cnn.configs import CNNConfig
@@ -305,19 +306,14 @@ def augment_spec(config: CNNConfig) -> AugmentSpec:
 def _release_psf(data: Path) -> np.ndarray:
     """The release's PSF, (h, w) float32 (``galaxies.h5`` 'psf'), for knots drawn through it."""
     path = data / "galaxies.h5"
+    fix = "knot_psf 'release' needs the release's PSF: regenerate it with `blendbench generate`"
     try:
         with h5py.File(path, "r") as f:
             psf = np.asarray(f["psf"][:], dtype="float32")
-    except (OSError, KeyError) as err:
-        raise TrainingError(
-            f"{path} 'psf': unreadable or missing ({err}); knot_psf 'release' needs the release's "
-            "PSF: regenerate the release with `blendbench generate`"
-        ) from None
-    if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0 or not psf.sum() > 0:
-        raise TrainingError(
-            f"{path} 'psf': shape {psf.shape}; knot_psf 'release' needs a 2-D PSF image of odd "
-            "sizes with positive light: regenerate the release with `blendbench generate`"
-        )
+        psf_transfer(psf, STAMP_SHAPE[:2])  # the checks the knots step relies on
+    except (OSError, KeyError, ValueError) as err:
+        raise TrainingError(f"{path} 'psf': unreadable, missing or unusable ({err}); {fix}") \
+            from None
     return psf
 
 
