@@ -57,6 +57,18 @@ def _squares():
     return pred, truth
 
 
+def test_blend_total_and_share_error():
+    truth = np.array([[1.0, 1.0], [3.0, 1.0], [1.0, 1.0], [2.0, 2.0]])
+    flux = np.array([[2.0, 1.0],  # the central 2x: total +50%, share 2/3 against 1/2
+                     [1.5, 0.5],  # both halved: total -50%, share unchanged
+                     [-1.0, 1.0],  # central not detected: counts 0, share 0 against 1/2
+                     [0.0, -3.0]])  # neither detected: total -100%, no share
+    assert M.blend_total_ape(flux, truth) == pytest.approx([0.5, 0.5, 0.5, 1.0])
+    share = M.share_error(flux, truth)
+    assert share[:3] == pytest.approx([1 / 6, 0.0, 0.5])
+    assert math.isnan(share[3])
+
+
 def test_iou_of_two_squares():
     pred, truth = _squares()
     # intersection 2 x 4 = 8 px, union 16 + 16 - 8 = 24 px

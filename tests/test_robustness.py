@@ -98,7 +98,8 @@ def world(tmp_path_factory):
         submit(subs / "hand-real", m, "hand-real", real["blend_id"], _flux(real) * (1 - s * w))
     (subs / "not-a-release" / "x").mkdir(parents=True)
     (subs / "not-a-release" / "x" / "submission.toml").write_text('name = "x"\n')
-    return {"rel": rel, "subs": subs, "u": u, "real_mag": _mag(real), "root": root}
+    return {"rel": rel, "subs": subs, "u": u, "sign": sign, "flux": flux,
+            "real_mag": _mag(real), "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,33 @@ def test_ratio_is_the_mape_ratio_on_the_shared_blend_ids(world, report):
     sc = score(sub.subset(np.arange(25)), truth.subset(np.arange(25)), n_boot=200)
     r = _cell(rep, "a", "hand-psf")
     assert [r["base_mape_lo"], r["base_mape_hi"]] == pytest.approx(sc.ci95["both"]["mape"])
+
+
+def test_blend_total_and_share_error_split_the_mape(world, report):
+    rep, out = report
+    truth = world["flux"]
+    for track, rows in ROWS.items():
+        for m, s in BASE_SCALE.items():
+            r = _cell(rep, m, track)
+            # the track scales both galaxies alike: the blend's total is off, its split is not
+            assert r["total_mape"] == pytest.approx(100 * (TRACK_FACTOR[track][m] - 1))
+            assert r["share_error"] == pytest.approx(0.0, abs=1e-9)
+            f = (truth * (1 + world["sign"] * s * world["u"][m]))[rows]
+            t = truth[rows]
+            total = 100 * np.mean(np.abs(f.sum(1) / t.sum(1) - 1))
+            share = 100 * np.mean(np.abs(f[:, 0] / f.sum(1) - t[:, 0] / t.sum(1)))
+            assert r["base_total_mape"] == pytest.approx(total)
+            assert r["base_share_error"] == pytest.approx(share)
+            assert share > 0
+    # the magnitude slice counts the blends whose two galaxies are in range
+    r = _cell(rep, "a", "hand-real (<= 23.5 mag)")
+    w = (world["real_mag"] - 19) / 2
+    keep = (world["real_mag"] <= 23.5).all(axis=1)
+    real = Table.read(world["rel"] / "hand-real" / "pairs_test.ecsv", format="ascii.ecsv")
+    t = _flux(real)[keep]
+    f = t * (1 - REAL_SCALE["a"] * w[keep])
+    assert r["total_mape"] == pytest.approx(100 * np.mean(np.abs(f.sum(1) / t.sum(1) - 1)))
+    assert "## Photometry or deblending" in (out / "robustness.md").read_text()
 
 
 def test_other_blends_use_the_full_base_and_a_magnitude_slice(world, report):

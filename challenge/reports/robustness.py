@@ -12,7 +12,10 @@ method and track the report gives:
 - the ratio track / base, with a paired bootstrap interval (the same resampled blends in both)
   when the blend ids are shared;
 - the worst track per method (the largest ratio), and per track Kendall's tau between the
-  methods' ranking on the base (same blends) and on the track.
+  methods' ranking on the base (same blends) and on the track;
+- where the error comes from: the MAPE of each blend's total flux (the photometry of the blend)
+  and the mean error on the central galaxy's share of it (the deblending), on the track and on the
+  base blends the ratio uses, over the blends whose two galaxies are scored.
 
 A track of other blends whose galaxies go fainter than the base's magnitude range also gets the
 slice ``<track> (<= 23.5 mag)``: only its galaxies within the base's ``mag_max``.
@@ -37,8 +40,10 @@ import pandas as pd
 from challenge.contract.errors import ReleaseError
 from challenge.contract.release import DEFAULT_SEED, TRACK_SHIFTS, ReleaseSpec, resolve_release
 from challenge.reports.leaderboard import Entry, is_submission_folder, score_folders
+from challenge.scoring import metrics as M
 from challenge.scoring.scores import (
     N_BOOT,
+    Galaxies,
     Score,
     Truth,
     atomic_write_bytes,
@@ -63,7 +68,8 @@ _BOOKKEEPING = {"name", "version", "seed", "morphology_counts", "n_blends", "tes
                 "source_path", "max_galaxies", "base"}
 CSV_COLUMNS = ("method", "track", "release", "view", "n", "n_blends", "mape", "mape_lo",
                "mape_hi", "base_release", "base_blends", "base_n", "base_mape", "base_mape_lo",
-               "base_mape_hi", "ratio", "ratio_lo", "ratio_hi", "worst", "note")
+               "base_mape_hi", "ratio", "ratio_lo", "ratio_hi", "total_mape", "share_error",
+               "base_total_mape", "base_share_error", "worst", "note")
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,20 @@ def _mape_ci(sc: Score) -> list[float]:
     return sc.ci95.get("both", {}).get("mape", [math.nan, math.nan])
 
 
+def blend_split(gal: Galaxies) -> tuple[float, float]:
+    """(blend total MAPE %, mean share error in percentage points) of the blends whose two
+    galaxies are selected (:func:`~challenge.scoring.metrics.blend_total_ape`,
+    :func:`~challenge.scoring.metrics.share_error`; a blend with neither galaxy detected has no
+    share); NaN where there is none."""
+    both = gal.selected.all(axis=1)
+    if not both.any():
+        return math.nan, math.nan
+    total = 100.0 * float(M.blend_total_ape(gal.flux[both], gal.truth[both]).mean())
+    share = M.share_error(gal.flux[both], gal.truth[both])
+    share = share[np.isfinite(share)]
+    return total, 100.0 * float(share.mean()) if share.size else math.nan
+
+
 def _empty_row(method: str, column: str, truth: Truth, view: str, base: Truth,
                base_blends: str) -> dict[str, Any]:
     nan = math.nan
@@ -233,7 +253,8 @@ def _empty_row(method: str, column: str, truth: Truth, view: str, base: Truth,
             "n": 0, "n_blends": truth.n, "mape": nan, "mape_lo": nan, "mape_hi": nan,
             "base_release": base.release, "base_blends": base_blends, "base_n": 0,
             "base_mape": nan, "base_mape_lo": nan, "base_mape_hi": nan, "ratio": nan,
-            "ratio_lo": nan, "ratio_hi": nan, "worst": False, "note": ""}
+            "ratio_lo": nan, "ratio_hi": nan, "total_mape": nan, "share_error": nan,
+            "base_total_mape": nan, "base_share_error": nan, "worst": False, "note": ""}
 
 
 def track_rows(track: Track, truth: Truth, entries: dict[str, Entry],
@@ -290,6 +311,7 @@ def track_rows(track: Track, truth: Truth, entries: dict[str, Entry],
                 both = sc.overall["both"]
                 lo, hi = _mape_ci(sc)
                 row.update(n=both["n"], mape=both["mape"], mape_lo=lo, mape_hi=hi)
+                row["total_mape"], row["share_error"] = blend_split(sc.galaxies)
                 if W is not None:
                     reps = mape_replicates(sc.galaxies, W)
             if eb is None:
@@ -299,10 +321,12 @@ def track_rows(track: Track, truth: Truth, entries: dict[str, Entry],
                 lo, hi = _mape_ci(eb.score)
                 row.update(base_n=both["n"], base_mape=both["mape"], base_mape_lo=lo,
                            base_mape_hi=hi)
+                row["base_total_mape"], row["base_share_error"] = blend_split(eb.score.galaxies)
             else:
                 gal = galaxies_for(eb.submission.subset(eb.order[pos]), sub_truth)
                 both = gal.summary(np.ones((truth.n, 2), bool))
                 row.update(base_n=both["n"], base_mape=both["mape"])
+                row["base_total_mape"], row["base_share_error"] = blend_split(gal)
                 if W is not None:
                     base_reps = mape_replicates(gal, W)
                     row["base_mape_lo"], row["base_mape_hi"] = interval95(base_reps)
@@ -371,9 +395,12 @@ def robustness(base: str | Path, submissions_dir: str | Path, *,
     for e in base_list:
         lo, hi = _mape_ci(e.score)
         both = e.score.overall["both"]
+        total, share = blend_split(e.score.galaxies)
         base_rows.append({"method": e.folder.name, "n": both["n"], "mape": both["mape"],
-                          "mape_lo": lo, "mape_hi": hi})
-    base_scores = pd.DataFrame(base_rows, columns=["method", "n", "mape", "mape_lo", "mape_hi"])
+                          "mape_lo": lo, "mape_hi": hi, "total_mape": total,
+                          "share_error": share})
+    base_scores = pd.DataFrame(base_rows, columns=["method", "n", "mape", "mape_lo", "mape_hi",
+                                                   "total_mape", "share_error"])
     base_scores = base_scores.sort_values(["mape", "method"], na_position="last", kind="stable")
     base_entries = {e.folder.name: e for e in base_list}
     skipped = [{"track": base_truth.release, **s} for s in base_skipped]
@@ -422,7 +449,8 @@ def _ci(lo: float, hi: float, fmt: str = ".2f") -> str:
 
 
 def robustness_markdown(rep: Robustness) -> str:
-    """The report as Markdown: MAPE and ratio tables, Kendall tau, worst tracks, legend."""
+    """The report as Markdown: MAPE, ratio and total / share tables, Kendall tau, worst tracks,
+    legend."""
     cols, by = rep.columns, rep.cells.set_index(["method", "track"])
     base = rep.base_scores.set_index("method")
     head = "| method | " + " | ".join([f"{rep.base} (all blends)", *cols])
@@ -451,6 +479,21 @@ def robustness_markdown(rep: Robustness) -> str:
                     if math.isfinite(r["ratio"]) else "–")
             cells.append(f"**{text}**" if r["worst"] else text)
         lines.append(f"| {m} | " + " | ".join([*cells, rep.worst.get(m, "–")]) + " |")
+    lines += ["", "## Photometry or deblending: blend total MAPE % / share error (points)", "",
+              "Left: the MAPE of each blend's total flux (central + companion), the photometry "
+              "of the blend. Right: the mean absolute error, in percentage points, of the "
+              "central galaxy's share of that flux, the split between the two galaxies. A "
+              "method whose MAPE rises on a track through the share, not the total, loses on the "
+              "deblending. Over the blends whose two galaxies are scored; a non-detection "
+              "counts as zero flux.", "", head + " |", "|---|" + "---:|" * (len(cols) + 1)]
+    for m in rep.methods:
+        cells = ([f"{_num(base.loc[m, 'total_mape'], '.2f')} / "
+                  f"{_num(base.loc[m, 'share_error'], '.2f')}"] if m in base.index else ["–"])
+        for c in cols:
+            r = by.loc[(m, c)]
+            cells.append(f"{_num(r['total_mape'], '.2f')} / {_num(r['share_error'], '.2f')}"
+                         if math.isfinite(r["mape"]) else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", f"## Ranking agreement with {rep.base} (Kendall τ)", "",
               "| track | methods | τ | p |", "|---|---:|---:|---:|"]
     for _, r in rep.tau.iterrows():

@@ -12,6 +12,8 @@ Conventions, stated once:
 * IoU of a predicted mask P (thresholded at >= 0.5) and a truth mask T = |P & T| / |P | T|; a
   galaxy whose P and T are both empty has no IoU (NaN) and is left out of means.
 * Mask-area bias Delta n = (sum n_true - sum n_pred) / sum n_true (pixel counts).
+* Blend total APE = |sum f - sum t| / sum t over a blend's two galaxies; share error = |f_c /
+  sum f - t_c / sum t|, the error on the central galaxy's share of the blend's flux (fractions).
 * Calibration from a Gaussian 1-sigma error ``flux_err``: z = (f - t) / sigma; the 68% and 95%
   intervals are f +- 1 sigma and f +- 1.96 sigma; CRPS of the Gaussian N(f, sigma^2) at t.
 
@@ -68,6 +70,32 @@ def delta_mag(flux, truth) -> np.ndarray:
     np.log10(out, out=out, where=ok)
     out[ok] *= -2.5
     return out
+
+
+def blend_total_ape(flux, truth) -> np.ndarray:
+    """APE of each blend's total flux, |(f_c + f_o) - (t_c + t_o)| / (t_c + t_o): (n,) fractions.
+
+    The photometry of the blend as a whole, whatever the split between its galaxies. ``flux``
+    and ``truth`` are (n, 2) [central, companion] counts; a non-detection (f <= 0) counts as 0.
+    """
+    flux, truth = np.maximum(_as_float(flux), 0.0), _as_float(truth)
+    total = truth.sum(axis=1)
+    return np.abs(flux.sum(axis=1) - total) / total
+
+
+def share_error(flux, truth) -> np.ndarray:
+    """Error on the central galaxy's share of the blend's flux: (n,) fractions.
+
+    |f_c / (f_c + f_o) - t_c / (t_c + t_o)|, the deblending alone: a method that measures the
+    blend's total flux exactly still errs on both galaxies by its share error. ``flux`` and
+    ``truth`` are (n, 2) [central, companion] counts; a non-detection (f <= 0) counts as 0, so
+    a blend given wholly to one galaxy has the share 0 or 1; NaN where neither is detected.
+    """
+    flux, truth = np.maximum(_as_float(flux), 0.0), _as_float(truth)
+    total = flux.sum(axis=1)
+    share = np.full(total.shape, np.nan)
+    np.divide(flux[:, 0], total, out=share, where=total > 0)
+    return np.abs(share - truth[:, 0] / truth.sum(axis=1))
 
 
 def _finite(dmag) -> np.ndarray:
