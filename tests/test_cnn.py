@@ -22,6 +22,7 @@ from baselines.cnn.models import build_blend2flux, build_model
 from baselines.cnn.predict import WeightsError, load_trained, predict_images
 from baselines.cnn.train import TrainingError, flux_ape, read_history, train_cnn
 from challenge.cli import app
+from challenge.contract.errors import ReleaseError
 from challenge.contract.submission import read_submission
 
 PAPER_COUNTS = {64: (1_605_458, 1.6), 256: (25_670_978, 25.7), 512: (102_673_026, 102.7)}
@@ -336,6 +337,72 @@ def test_knots_placed_as_random_knots_follow_the_galaxy_size_and_shape():
     keras.backend.clear_session()
 
 
+@pytest.mark.parametrize("light_share", ["footprint", "isolated"])
+def test_knots_of_isolated_light_also_land_where_the_galaxies_overlap(light_share):
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+
+    # two round Gaussian galaxies 8 px apart whose footprints (radius 7 px) overlap
+    yy, xx = np.mgrid[:128, :128]
+    gal = [30 * np.exp(-0.5 * ((yy - 64) ** 2 + (xx - cx) ** 2) / 9) / (2 * np.pi * 9)
+           for cx in (64, 72)]  # fmt: skip
+    maps = np.stack([((yy - 64) ** 2 + (xx - cx) ** 2 <= 49) for cx in (64, 72)], axis=-1)
+    shares = np.stack(gal, axis=-1) / np.maximum(gal[0] + gal[1], 1e-30)[..., None]
+    fp = np.concatenate([maps, shares], axis=-1) if light_share == "isolated" else maps
+    x = np.repeat((gal[0] + gal[1])[None, ..., None].astype("float32"), 64, axis=0)
+    fp = np.repeat(fp[None].astype("float32"), 64, axis=0)
+    spec = AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(1.0, 1.0),
+                       clump_count=(20, 20), knot_light_power=1.0, knot_psf_sigma_px=0.5,
+                       knot_light_share=light_share)  # fmt: skip
+    out = np.asarray(ReObserve(spec, seed=3)(x, fp, training=True)[0])[..., 0]
+    # all the light of the footprints went into knots, and no light was made or lost
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), x[0].sum(), rtol=1e-3)
+    overlap = maps[..., 0] & maps[..., 1]
+    emptied = (out[:, overlap] < 0.5 * x[0, ..., 0][overlap]).mean()
+    if light_share == "isolated":  # the overlap's light moved into knots too, as elsewhere
+        assert emptied > 0.5
+        exclusive = maps[..., 0] & ~maps[..., 1]
+        assert (out[:, exclusive] < 0.5 * x[0, ..., 0][exclusive]).mean() > 0.5
+    else:  # the overlap is nobody's own: it keeps its light (knots only add to it)
+        assert emptied == 0.0
+    with pytest.raises(ValueError, match="knot_light_share"):
+        ReObserve(AugmentSpec(clump_fraction=1.0, knot_light_share="half"))
+    keras.backend.clear_session()
+
+
+def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
+    import shutil
+
+    from baselines.cnn.data import isolated_light
+    from challenge.pipeline.blending import shift_image
+
+    with h5py.File(tiny_release / "train.h5", "r") as f:
+        ids, images = f["blend_id"][:], f["images"][:]
+        sky = float(f.attrs["sky_sigma"])
+    light = isolated_light(tiny_release, "train", ids)
+    idx = np.arange(len(ids))
+    shares = light.shares(idx)
+    central = light.stamps[light.rows[:, 0]]
+    # the blend less the two galaxies is the sky noise alone: the right galaxies and shifts
+    companion = np.stack([shift_image(light.stamps[r], int(dx), int(dy))
+                          for r, (dx, dy) in zip(light.rows[:, 1], light.shifts, strict=True)])
+    residual = images - central - companion
+    assert abs(residual.std() / (np.sqrt(2) * sky) - 1) < 0.1
+    assert np.abs(residual).max() < 7 * np.sqrt(2) * sky
+    lit = (central > 0) | (companion > 0)
+    np.testing.assert_allclose(shares.sum(axis=-1)[lit], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(shares[..., 0][central > 10 * companion], 1.0, atol=0.1)
+    # a release without its pairs table: one error naming the file and the fix
+    broken = tmp_path / "no-pairs"
+    shutil.copytree(tiny_release, broken)
+    (broken / "pairs_train.ecsv").unlink()
+    with pytest.raises(ReleaseError, match=r"pairs_train.ecsv.*blendbench generate"):
+        isolated_light(broken, "train", ids)
+    cfg = replace(_tiny_robust(), train=replace(_tiny_robust().train, knot_psf="gaussian"))
+    with pytest.raises(TrainingError, match=r"pairs_train.ecsv.*knot_light_share"):
+        train_cnn(cfg, broken, tmp_path / "run", seed=0, epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
 def test_knots_drawn_through_the_release_psf():
     from baselines.cnn.augment import AugmentSpec, ReObserve, _convolve, psf_transfer
 
@@ -398,8 +465,10 @@ def _tiny_robust():
     from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
 
     cfg = get_config("blend2flux", "tiny")
-    # every step of the re-observation, knots drawn through the release's PSF and re-measured
-    train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release")
+    # every step of the re-observation; knots drawn through the release's PSF, re-measured, and
+    # made of each galaxy's share of the light (the overlap included)
+    train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release",
+                    knot_light_share="isolated")  # fmt: skip
     return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True), train=train)
 
 

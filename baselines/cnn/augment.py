@@ -6,9 +6,11 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
 
 1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
-   galaxy's light inside its own footprint (its segmentation map less the other galaxy's) is
-   moved into ``n`` equal point sources (``n`` uniform in ``clump_count``), placed with
-   probability proportional to that light raised to ``knot_light_power`` (1: the knots follow
+   galaxy's light inside its own footprint (its segmentation map less the other galaxy's, or,
+   with ``knot_light_share`` "isolated", its whole map with the light where the two overlap
+   shared as the two isolated galaxies share it) is moved into ``n`` equal point sources
+   (``n`` uniform in ``clump_count``), placed with probability proportional to that light
+   raised to ``knot_light_power`` (1: the knots follow
    the light, so they share the galaxy's half-light radius; 0.5: spread wider), or as GalSim's
    ``RandomKnots`` places them (``knot_placement``: a Gaussian of the galaxy's half-light
    radius and shape), and blurred by a Gaussian PSF of ``knot_psf_sigma_px`` or by the
@@ -101,6 +103,12 @@ class AugmentSpec:
             ``RandomKnots`` places them, the ``v1-clumpy`` track's knots: a Gaussian with the
             galaxy's half-light radius, axis ratio and angle, which may reach past the
             footprint).
+        knot_light_share: which light of the blend is a galaxy's: ``"footprint"`` (its
+            segmentation map less the other's: where the two galaxies overlap nothing moves and
+            no knot lands) or ``"isolated"`` (its segmentation map, each pixel's light shared
+            in proportion to the two isolated noiseless galaxies, channels 3-4 of the
+            footprints input, ``data.IsolatedLight``): knots also where the galaxies overlap,
+            as in the ``v1-clumpy`` track, where splitting the blend is hardest.
     """
 
     dihedral: bool = True
@@ -119,6 +127,7 @@ class AugmentSpec:
     knot_truth: bool = False
     knot_psf: str = "gaussian"
     knot_placement: str = "light"
+    knot_light_share: str = "footprint"
 
     @property
     def needs_footprints(self) -> bool:
@@ -225,7 +234,9 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
 
     Args:
         x: (batch, H, W, 1) blends, counts.
-        footprints: (batch, H, W, 2) truth segmentation maps [central, companion], 0 or 1.
+        footprints: (batch, H, W, 2) truth segmentation maps [central, companion], 0 or 1;
+            with ``spec.knot_light_share`` "isolated", (batch, H, W, 4): the maps, then each
+            galaxy's share of every pixel's light, in [0, 1].
         spec: the augmentation (``clump_*`` and ``knot_psf_sigma_px`` fields).
         gen: the layer's ``keras.random.SeedGenerator``.
         sigma0: (batch,) each blend's sky noise, counts / px.
@@ -240,8 +251,12 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     n = ops.shape(x)[0]
     h, w = x.shape[1], x.shape[2]
     image = x[..., 0]
-    maps = ops.cast(footprints, "float32")
-    own = ops.transpose(maps * (1.0 - ops.flip(maps, axis=-1)), (0, 3, 1, 2))  # (batch, 2, H, W)
+    maps = ops.cast(footprints[..., :2], "float32")
+    if spec.knot_light_share == "isolated":
+        own = maps * ops.cast(footprints[..., 2:4], "float32")
+    else:
+        own = maps * (1.0 - ops.flip(maps, axis=-1))
+    own = ops.transpose(own, (0, 3, 1, 2))  # (batch, 2, H, W): each galaxy's share of a pixel
     light = image[:, None] * own
     total = ops.sum(light, axis=(2, 3))  # (batch, 2) counts
     on = ops.logical_and(
@@ -273,8 +288,9 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         kx, _ = _gaussian_matrices(psf, zero, w)
         knots = ops.matmul(ops.matmul(ky, points), ops.transpose(kx, (0, 2, 1)))
     moved = ops.sum(share[:, :, None, None] * light, axis=1)
-    # The scaled pixels' noise, sigma0 (1 - f), brought back to sigma0.
-    refill = ops.sum(own * ops.sqrt(1.0 - ops.square(1.0 - share))[:, :, None, None], axis=1)
+    # The scaled pixels' noise, sigma0 (1 - sum f own), brought back to sigma0.
+    kept = 1.0 - ops.sum(share[:, :, None, None] * own, axis=1)
+    refill = ops.sqrt(ops.maximum(1.0 - ops.square(kept), 0.0))
     noise = ops.reshape(sigma0, (-1, 1, 1)) * refill * keras.random.normal((n, h, w), seed=gen)
     knotted = image - moved + knots + noise
     log_ratio = ops.zeros((n, 2), dtype="float32")
@@ -436,7 +452,8 @@ class ReObserve(layers.Layer):
     one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
     zeros and zeros. With ``clump_fraction`` > 0 the layer takes a second input, the truth
-    segmentation maps (batch, H, W, 2) of the blends.
+    segmentation maps (batch, H, W, 2) of the blends (4 channels with the light shares, see
+    ``knot_light_share``).
     """
 
     def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, psf=None,
@@ -456,6 +473,9 @@ class ReObserve(layers.Layer):
             raise ValueError(
                 f"knot_placement must be 'light' or 'gaussian', not {self.spec.knot_placement!r}"
             )
+        if self.spec.knot_light_share not in ("footprint", "isolated"):
+            raise ValueError("knot_light_share must be 'footprint' or 'isolated', not "
+                             f"{self.spec.knot_light_share!r}")
         if self.spec.knot_psf == "release" and psf is None:
             raise ValueError("ReObserve with knot_psf 'release' needs the release's PSF (psf=)")
         self.psf = None if psf is None else np.asarray(psf, dtype="float32")

@@ -112,9 +112,10 @@ class TrainConfig:
             rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
             noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
-            knot_light_power, knot_truth, knot_psf, knot_placement: the random re-observation of
-            training blends on the accelerator (``baselines.cnn.augment.AugmentSpec``; all
-            shares 0 leaves dihedral transforms only).
+            knot_light_power, knot_truth, knot_psf, knot_placement, knot_light_share: the
+            random re-observation of training blends on the accelerator
+            (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms
+            only).
     """
 
     batch_size: int = 32
@@ -145,6 +146,7 @@ class TrainConfig:
     knot_truth: bool = False
     knot_psf: str = "gaussian"
     knot_placement: str = "light"
+    knot_light_share: str = "footprint"
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
@@ -322,6 +324,13 @@ _floored_fine_tune(
 # knots on 70% of the galaxies instead of 40% (the network reads its own knotted blends at 1.4
 # times its error on plain ones). Measured: worse than knots3 on v1 and v1-clumpy (README).
 _floored_fine_tune("compact-robust-knots5", {**KNOT_TRUTH_AUGMENTATION, "clump_fraction": 0.7})
+# compact-robust-knots6: a fifth cycle, from compact-robust-knots3's weights, with knots also where
+# the two galaxies overlap (knot_light_share "isolated": each pixel's light shared as the isolated
+# galaxies share it). On v1-clumpy the CNNs' extra error is in the split between the galaxies and
+# in pairs closer than 2 R_e, where the footprint-only knots never land (README).
+_floored_fine_tune(
+    "compact-robust-knots6", {**KNOT_TRUTH_AUGMENTATION, "knot_light_share": "isolated"}
+)
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),

@@ -9,6 +9,10 @@ once per epoch. The shuffling draws from ``np.random.default_rng([seed, epoch])`
 batches depend only on (seed, epoch), which makes a resumed run see exactly the batches the
 uninterrupted run would have seen (with the same block order in both modes).
 
+For knots that share the light where two galaxies overlap, :func:`isolated_light` reads the
+split's two isolated noiseless galaxies per blend (``galaxies.h5`` and ``pairs_<split>.ecsv``),
+and each batch's footprints then carry each galaxy's share of every pixel's light.
+
 Augmentation is not done here: it runs on the accelerator inside the compiled training step
 (``baselines.cnn.augment``). The numpy :func:`dihedral` serves test-time augmentation.
 
@@ -18,13 +22,16 @@ Targets: ``flux`` as log10 counts (batch, 2) [central, companion]; ``masks`` as 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
+from astropy.table import Table
 
 from challenge.contract.errors import ReleaseError
+from challenge.pipeline.blending import shift_image
 
 N_DIHEDRAL = 8
 MIN_FLUX = 1e-3  # counts: truth fluxes are clipped here before log10
@@ -95,6 +102,81 @@ def available_memory() -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class IsolatedLight:
+    """The two isolated noiseless galaxies of every blend of a split, to share its light.
+
+    A blend is its central galaxy's stamp plus its companion's shifted by (dx, dy), plus noise
+    (``challenge.pipeline.blending``); these are the same noiseless stamps.
+
+    Attributes:
+        stamps: (n_galaxies, H, W) float32 noiseless galaxy images, counts (``galaxies.h5``).
+        rows: (n_blends, 2) rows of ``stamps`` of [central, companion], in the split's order.
+        shifts: (n_blends, 2) the companion's (dx, dy) shift, px.
+    """
+
+    stamps: np.ndarray
+    rows: np.ndarray
+    shifts: np.ndarray
+
+    def shares(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), H, W, 2) float32: each galaxy's share of every pixel's light, [central,
+        companion], summing to 1 where either has light and 0 elsewhere."""
+        idx = np.asarray(idx)
+        central = np.maximum(self.stamps[self.rows[idx, 0]], 0.0)
+        companion = np.stack([
+            shift_image(np.maximum(self.stamps[r], 0.0), int(dx), int(dy))
+            for r, (dx, dy) in zip(self.rows[idx, 1], self.shifts[idx], strict=True)
+        ]) if len(idx) else np.zeros_like(central)  # fmt: skip
+        light = np.stack([central, companion], axis=-1)
+        total = light.sum(axis=-1, keepdims=True)
+        out = np.zeros_like(light)
+        np.divide(light, total, out=out, where=total > 0)
+        return out.astype(np.float32)
+
+
+def isolated_light(data: Path | str, split: str, blend_ids: np.ndarray) -> IsolatedLight:
+    """The isolated galaxies of the blends ``blend_ids`` (the split file's order) of a release
+    folder, from ``galaxies.h5`` ('galaxy_id', 'stamps') and ``pairs_<split>.ecsv``.
+
+    Raises:
+        ReleaseError: naming the file that is missing or lacks a field or a galaxy or blend.
+    """
+    data = Path(data)
+    gal_path, pairs_path = data / "galaxies.h5", data / f"pairs_{split}.ecsv"
+    fix = "regenerate the release with `blendbench generate`"
+    try:
+        with h5py.File(gal_path, "r") as f:
+            ids = np.asarray(f["galaxy_id"][:])
+            stamps = np.asarray(f["stamps"][:], dtype=np.float32)
+    except (OSError, KeyError) as err:
+        raise ReleaseError(f"{gal_path}: no noiseless 'stamps' and 'galaxy_id' ({err}); {fix}") \
+            from None
+    try:
+        pairs = Table.read(pairs_path, format="ascii.ecsv")
+        cols = [np.asarray(pairs[c]) for c in
+                ("blend_id", "central_id", "companion_id", "dx", "dy")]
+    except (OSError, KeyError, ValueError) as err:
+        raise ReleaseError(f"{pairs_path}: unreadable or lacks blend_id, central_id, "
+                           f"companion_id, dx, dy ({err}); {fix}") from None
+    pair_ids, central, companion, dx, dy = cols
+    where = {int(b): i for i, b in enumerate(pair_ids)}
+    missing = [int(b) for b in blend_ids if int(b) not in where]
+    if missing:
+        raise ReleaseError(f"{pairs_path}: no pair for blend_id {missing[0]} of the {split} "
+                           f"split ({len(missing)} missing); {fix}")
+    at = np.array([where[int(b)] for b in blend_ids], dtype=np.int64)
+    row_of = {int(g): i for i, g in enumerate(ids)}
+    rows = np.empty((len(at), 2), dtype=np.int64)
+    for j, gal in enumerate((central, companion)):
+        for k, g in enumerate(gal[at]):
+            if int(g) not in row_of:
+                raise ReleaseError(f"{gal_path}: no stamp of galaxy_id {int(g)} "
+                                   f"({pairs_path.name}); {fix}")
+            rows[k, j] = row_of[int(g)]
+    return IsolatedLight(stamps, rows, np.stack([dx[at], dy[at]], axis=1).astype(np.int64))
+
+
 class BlendDataset(keras.utils.PyDataset):
     """Batches of raw blends (batch, 128, 128, 1) counts and their targets from a split file.
 
@@ -112,6 +194,8 @@ class BlendDataset(keras.utils.PyDataset):
         footprints: also give the truth segmentation maps as an input: each batch's inputs are
             then ``{"blend": (batch, 128, 128, 1), "footprints": (batch, 128, 128, 2)}``
             (training-time knots, ``baselines.cnn.augment``).
+        isolated: with ``footprints``, the split's isolated galaxies: the footprints then carry
+            each galaxy's share of the light as two more channels, (batch, 128, 128, 4).
         **kwargs: ``keras.utils.PyDataset`` options (workers, use_multiprocessing, ...).
     """
 
@@ -126,11 +210,13 @@ class BlendDataset(keras.utils.PyDataset):
         limit: int | None = None,
         in_memory: bool | None = None,
         footprints: bool = False,
+        isolated: IsolatedLight | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.footprints = bool(footprints)
+        self.isolated = isolated
         n = check_split_file(self.path, (*targets, *(("masks",) if footprints else ())))
         self.n = min(n, limit) if limit else n
         self.batch_size = int(batch_size)
@@ -221,7 +307,9 @@ class BlendDataset(keras.utils.PyDataset):
         x = data["images"][..., None].astype(np.float32)
         maps = np.moveaxis(masks, 1, -1).astype(np.float32) if masks is not None else None
         if self.footprints:
-            x = {"blend": x, "footprints": maps}
+            fp = maps if self.isolated is None else np.concatenate(
+                [maps, self.isolated.shares(idx)], axis=-1)  # fmt: skip
+            x = {"blend": x, "footprints": fp}
         if not self.targets:
             return (x,)
         y: dict[str, np.ndarray] = {}

@@ -59,9 +59,9 @@ from baselines.cnn.augment import (
     set_augmentation_epoch,
 )  # fmt: skip
 from baselines.cnn.configs import CNNConfig
-from baselines.cnn.data import BlendDataset, check_split_file
+from baselines.cnn.data import BlendDataset, IsolatedLight, check_split_file, isolated_light
 from baselines.cnn.models import LN10, SKY_SIGMA, STAMP_SHAPE, build_model, unet_part
-from challenge.contract.errors import BlendbenchError
+from challenge.contract.errors import BlendbenchError, ReleaseError
 
 MAX_LOG_ERROR = 3.0  # dex: the MAPE loss clips |log10(pred / truth)| here (inf-safe)
 Progress = Callable[[dict[str, Any]], None]
@@ -317,6 +317,17 @@ def _release_psf(data: Path) -> np.ndarray:
     return psf
 
 
+def _isolated_light(data: Path, split: str, path: Path, limit: int | None) -> IsolatedLight:
+    """The isolated galaxies of the first ``limit`` blends of a split file, for knots that share
+    the light where the galaxies overlap (``knot_light_share`` "isolated")."""
+    with h5py.File(path, "r") as f:
+        ids = np.asarray(f["blend_id"][:limit] if limit else f["blend_id"][:])
+    try:
+        return isolated_light(data, split, ids)
+    except ReleaseError as err:
+        raise TrainingError(f"{err} (knot_light_share 'isolated' needs it)") from None
+
+
 def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, psf=None):
     """(training model, loss, loss weights, metrics, dataset targets) of a stage.
 
@@ -330,7 +341,8 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, p
     spec = augment_spec(config)
     image = keras.Input(STAMP_SHAPE, name="blend")
     if spec.needs_footprints:  # the knots need the truth segmentation maps (a training input)
-        footprints = keras.Input((*STAMP_SHAPE[:2], 2), name="footprints")
+        width = 4 if spec.knot_light_share == "isolated" else 2  # maps (+ light shares)
+        footprints = keras.Input((*STAMP_SHAPE[:2], width), name="footprints")
         inputs = {"blend": image, "footprints": footprints}
         blend, log_s, k = ReObserve(spec, seed, psf, name="reobserve")(image, footprints)
     else:
@@ -490,6 +502,10 @@ def train_cnn(
     spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
     footprints = spec.needs_footprints
     psf = _release_psf(data) if spec.knot_psf == "release" else None
+    isolated = {}
+    if footprints and spec.knot_light_share == "isolated":
+        isolated = {split: _isolated_light(data, split, path, limit)
+                    for split, path in (("train", train_path), ("val", val_path))}  # fmt: skip
 
     keras.utils.set_random_seed(seed)
     model = build_model(config, sky_sigma)
@@ -541,10 +557,11 @@ def train_cnn(
             _load_optimizer(ckpt, optimizer, train_model.trainable_variables)
         train_ds = BlendDataset(
             train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
-            in_memory=in_memory, footprints=footprints,
+            in_memory=in_memory, footprints=footprints, isolated=isolated.get("train"),
         )  # fmt: skip
         val_ds = BlendDataset(val_path, max(64, tc.batch_size), targets, limit=limit,
-                              in_memory=in_memory, footprints=footprints)  # fmt: skip
+                              in_memory=in_memory, footprints=footprints,
+                              isolated=isolated.get("val"))  # fmt: skip
         record["data_in_memory"] = train_ds.in_memory
         steps = len(train_ds)
         planned = state["planned_epochs"] or stage["epochs"]
