@@ -395,7 +395,7 @@ def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
     broken = tmp_path / "no-pairs"
     shutil.copytree(tiny_release, broken)
     (broken / "pairs_train.ecsv").unlink()
-    with pytest.raises(ReleaseError, match=r"pairs_train.ecsv.*blendbench generate"):
+    with pytest.raises(ReleaseError, match=r"pairs_train.ecsv.*regenerate the release"):
         isolated_light(broken, "train", ids)
     cfg = replace(_tiny_robust(), train=replace(_tiny_robust().train, knot_psf="gaussian"))
     with pytest.raises(TrainingError, match=r"pairs_train.ecsv.*knot_light_share"):

@@ -28,9 +28,9 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
-from astropy.table import Table
 
 from challenge.contract.errors import ReleaseError
+from challenge.contract.release import read_table
 from challenge.pipeline.blending import shift_image
 
 N_DIHEDRAL = 8
@@ -110,7 +110,8 @@ class IsolatedLight:
     (``challenge.pipeline.blending``); these are the same noiseless stamps.
 
     Attributes:
-        stamps: (n_galaxies, H, W) float32 noiseless galaxy images, counts (``galaxies.h5``).
+        stamps: (n_galaxies, H, W) float32 noiseless galaxy images, counts (``galaxies.h5``),
+            negative pixels set to 0.
         rows: (n_blends, 2) rows of ``stamps`` of [central, companion], in the split's order.
         shifts: (n_blends, 2) the companion's (dx, dy) shift, px.
     """
@@ -123,16 +124,23 @@ class IsolatedLight:
         """(len(idx), H, W, 2) float32: each galaxy's share of every pixel's light, [central,
         companion], summing to 1 where either has light and 0 elsewhere."""
         idx = np.asarray(idx)
-        central = np.maximum(self.stamps[self.rows[idx, 0]], 0.0)
-        companion = np.stack([
-            shift_image(np.maximum(self.stamps[r], 0.0), int(dx), int(dy))
-            for r, (dx, dy) in zip(self.rows[idx, 1], self.shifts[idx], strict=True)
-        ]) if len(idx) else np.zeros_like(central)  # fmt: skip
-        light = np.stack([central, companion], axis=-1)
-        total = light.sum(axis=-1, keepdims=True)
-        out = np.zeros_like(light)
-        np.divide(light, total, out=out, where=total > 0)
-        return out.astype(np.float32)
+        central = self.stamps[self.rows[idx, 0]]
+        companion = np.zeros_like(central)
+        for k, (r, (dx, dy)) in enumerate(zip(self.rows[idx, 1], self.shifts[idx], strict=True)):
+            companion[k] = shift_image(self.stamps[r], int(dx), int(dy))
+        total = central + companion
+        # divided straight into the output's channels: no stacked copy (this runs every batch)
+        out = np.zeros((*central.shape, 2), dtype=np.float32)
+        np.divide(central, total, out=out[..., 0], where=total > 0)
+        np.divide(companion, total, out=out[..., 1], where=total > 0)
+        return out
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``ids`` of every value of ``wanted``, mask of the values found)."""
+    sorter = np.argsort(ids)
+    pos = sorter[np.clip(np.searchsorted(ids, wanted, sorter=sorter), 0, max(len(ids) - 1, 0))]
+    return pos, (ids[pos] == wanted) if len(ids) else np.zeros(len(wanted), bool)
 
 
 def isolated_light(data: Path | str, split: str, blend_ids: np.ndarray) -> IsolatedLight:
@@ -148,32 +156,26 @@ def isolated_light(data: Path | str, split: str, blend_ids: np.ndarray) -> Isola
     try:
         with h5py.File(gal_path, "r") as f:
             ids = np.asarray(f["galaxy_id"][:])
-            stamps = np.asarray(f["stamps"][:], dtype=np.float32)
+            # negative pixels (FFT ringing far out) own no light: clipped once, not per batch
+            stamps = np.maximum(np.asarray(f["stamps"][:], dtype=np.float32), 0.0)
     except (OSError, KeyError) as err:
         raise ReleaseError(f"{gal_path}: no noiseless 'stamps' and 'galaxy_id' ({err}); {fix}") \
             from None
-    try:
-        pairs = Table.read(pairs_path, format="ascii.ecsv")
-        cols = [np.asarray(pairs[c]) for c in
-                ("blend_id", "central_id", "companion_id", "dx", "dy")]
-    except (OSError, KeyError, ValueError) as err:
-        raise ReleaseError(f"{pairs_path}: unreadable or lacks blend_id, central_id, "
-                           f"companion_id, dx, dy ({err}); {fix}") from None
-    pair_ids, central, companion, dx, dy = cols
-    where = {int(b): i for i, b in enumerate(pair_ids)}
-    missing = [int(b) for b in blend_ids if int(b) not in where]
-    if missing:
-        raise ReleaseError(f"{pairs_path}: no pair for blend_id {missing[0]} of the {split} "
-                           f"split ({len(missing)} missing); {fix}")
-    at = np.array([where[int(b)] for b in blend_ids], dtype=np.int64)
-    row_of = {int(g): i for i, g in enumerate(ids)}
-    rows = np.empty((len(at), 2), dtype=np.int64)
-    for j, gal in enumerate((central, companion)):
-        for k, g in enumerate(gal[at]):
-            if int(g) not in row_of:
-                raise ReleaseError(f"{gal_path}: no stamp of galaxy_id {int(g)} "
-                                   f"({pairs_path.name}); {fix}")
-            rows[k, j] = row_of[int(g)]
+    pairs = read_table(data, pairs_path.name)
+    names = ("blend_id", "central_id", "companion_id", "dx", "dy")
+    if not set(names) <= set(pairs.colnames):
+        raise ReleaseError(f"{pairs_path}: lacks one of the columns {', '.join(names)}; {fix}")
+    pair_ids, central, companion, dx, dy = (np.asarray(pairs[c]) for c in names)
+    blend_ids = np.asarray(blend_ids)
+    at, found = _positions(pair_ids, blend_ids)
+    if not found.all():
+        raise ReleaseError(f"{pairs_path}: no pair for blend_id {int(blend_ids[~found][0])} of "
+                           f"the {split} split ({int((~found).sum())} missing); {fix}")
+    members = np.stack([central[at], companion[at]], axis=1)
+    rows, found = _positions(ids, members)
+    if not found.all():
+        raise ReleaseError(f"{gal_path}: no stamp of galaxy_id {int(members[~found][0])} "
+                           f"({pairs_path.name}); {fix}")
     return IsolatedLight(stamps, rows, np.stack([dx[at], dy[at]], axis=1).astype(np.int64))
 
 
