@@ -14,6 +14,8 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from challenge.cli import app
+from challenge.contract.errors import ReleaseError
+from challenge.contract.ids import id_positions
 from challenge.contract.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
 from challenge.contract.submission import Submission, read_submission
 from challenge.scoring import metrics as M
@@ -464,3 +466,23 @@ def test_cli_score_fits_80_columns(release, tmp_path, columns80):
     assert re.search(rf"outliers %\s+{re.escape(out_pct)}\s", res.output), res.output
     # every interval whole on one line
     assert len(re.findall(r"\[[+-]?[\d.]+, [+-]?[\d.]+\]", res.output)) >= 3 * 8
+
+
+def test_id_positions_find_each_id_and_say_which_are_missing():
+    ids = np.array([40, 10, 30, 10, 20])
+    pos, found = id_positions(ids, np.array([[10, 20], [99, 40]]))
+    assert found.tolist() == [[True, True], [False, True]]
+    assert pos[found].tolist() == [1, 4, 0]  # a repeated id: its first position
+    assert not id_positions(ids, np.array([5, 41]))[1].any()  # below and above every id
+    pos, found = id_positions(np.array([], int), np.array([1, 2]))
+    assert pos.shape == (2,) and not found.any()
+
+
+def test_truth_masks_of_a_foreign_blend_are_one_clear_error(tmp_path):
+    folder, ids, flux, masks = hand_release(tmp_path / "h", n=6)
+    with h5py.File(folder / "test_truth.h5", "r+") as f:
+        blend_id = f["blend_id"][:]
+        blend_id[0] = blend_id.max() + 1000  # past every id of the table: not an IndexError
+        f["blend_id"][...] = blend_id
+    with pytest.raises(ReleaseError, match=r"test_truth\.h5: blend ids differ from pairs_test"):
+        S.score(_sub(ids, flux, masks=masks.astype(bool)), S.load_truth(folder), n_boot=5)

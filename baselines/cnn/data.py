@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from challenge.contract.errors import ReleaseError
+from challenge.contract.ids import id_positions
 from challenge.contract.release import read_table
 from challenge.pipeline.blending import shift_image
 
@@ -136,13 +137,6 @@ class IsolatedLight:
         return out
 
 
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in ``ids`` of every value of ``wanted``, mask of the values found)."""
-    sorter = np.argsort(ids)
-    pos = sorter[np.clip(np.searchsorted(ids, wanted, sorter=sorter), 0, max(len(ids) - 1, 0))]
-    return pos, (ids[pos] == wanted) if len(ids) else np.zeros(len(wanted), bool)
-
-
 def isolated_light(data: Path | str, split: str, blend_ids: np.ndarray) -> IsolatedLight:
     """The isolated galaxies of the blends ``blend_ids`` (the split file's order) of a release
     folder, from ``galaxies.h5`` ('galaxy_id', 'stamps') and ``pairs_<split>.ecsv``.
@@ -167,12 +161,12 @@ def isolated_light(data: Path | str, split: str, blend_ids: np.ndarray) -> Isola
         raise ReleaseError(f"{pairs_path}: lacks one of the columns {', '.join(names)}; {fix}")
     pair_ids, central, companion, dx, dy = (np.asarray(pairs[c]) for c in names)
     blend_ids = np.asarray(blend_ids)
-    at, found = _positions(pair_ids, blend_ids)
+    at, found = id_positions(pair_ids, blend_ids)
     if not found.all():
         raise ReleaseError(f"{pairs_path}: no pair for blend_id {int(blend_ids[~found][0])} of "
                            f"the {split} split ({int((~found).sum())} missing); {fix}")
     members = np.stack([central[at], companion[at]], axis=1)
-    rows, found = _positions(ids, members)
+    rows, found = id_positions(ids, members)
     if not found.all():
         raise ReleaseError(f"{gal_path}: no stamp of galaxy_id {int(members[~found][0])} "
                            f"({pairs_path.name}); {fix}")

@@ -25,6 +25,7 @@ import numpy as np
 from challenge.contract._compat import tomllib
 from challenge.contract.errors import SubmissionError
 from challenge.contract.hdf5 import storage_problem
+from challenge.contract.ids import id_positions
 
 PREDICTION_NAMES = ("predictions.h5", "predictions.hdf5", "predictions.ecsv", "predictions.csv",
                     "predictions.fits", "predictions.fits.gz")
@@ -616,11 +617,7 @@ def match_to_release(sub: Submission, blend_id: np.ndarray, release: str,
                    f"is release {release!r}",
                    f"score with --data {sub.release} or predict on the {release!r} test blends")
     truth_ids = np.asarray(blend_id, dtype=np.int64)
-    order_sub = np.argsort(sub.blend_id, kind="stable")
-    sorted_sub = sub.blend_id[order_sub]
-    pos = np.searchsorted(sorted_sub, truth_ids)
-    pos = np.clip(pos, 0, sorted_sub.size - 1)
-    found = sorted_sub[pos] == truth_ids
+    pos, found = id_positions(sub.blend_id, truth_ids)
     if not found.all():
         raise _err(path, "blend_id", f"{int((~found).sum())} blend(s) of release {release!r} "
                    f"missing: blend_id {_ids(truth_ids[~found])}",
@@ -635,4 +632,4 @@ def match_to_release(sub: Submission, blend_id: np.ndarray, release: str,
         raise _err(path, "masks", f"stamps of {sub.masks.shape[2]}x{sub.masks.shape[3]} px, "
                    f"release {release!r} has {stamp_size}x{stamp_size}",
                    "write masks on the stamp grid of test_blends.h5")
-    return order_sub[pos]
+    return pos

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from challenge.contract.errors import ReleaseError
+from challenge.contract.ids import id_positions
 from challenge.contract.release import DEFAULT_SEED, TRACK_SHIFTS, ReleaseSpec, resolve_release
 from challenge.reports.leaderboard import Entry, is_submission_folder, score_folders
 from challenge.scoring import metrics as M
@@ -221,10 +222,8 @@ def find_tracks(base: ReleaseSpec, submissions_dir: str | Path, *,
 
 def shared_positions(ids: np.ndarray, base_ids: np.ndarray) -> np.ndarray | None:
     """Positions in ``base_ids`` of every id of ``ids`` (m,), or None unless all are there."""
-    sorter = np.argsort(base_ids)
-    pos = np.searchsorted(base_ids, ids, sorter=sorter)
-    pos = sorter[np.clip(pos, 0, len(base_ids) - 1)]
-    return pos if len(base_ids) and np.array_equal(base_ids[pos], ids) else None
+    pos, found = id_positions(base_ids, ids)
+    return pos if found.all() else None
 
 
 def _mape_ci(sc: Score) -> list[float]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from challenge.contract.errors import ReleaseError
 from challenge.contract.hdf5 import storage_problem
+from challenge.contract.ids import id_positions
 from challenge.contract.release import DEFAULT_SEED, MORPHOLOGIES, resolve_release
 from challenge.contract.submission import Submission, match_to_release
 from challenge.scoring import metrics as M
@@ -197,9 +198,8 @@ def truth_mask_counts(truth: Truth, pred_masks: np.ndarray,
             if ds.shape[0] != ids.size or ds.shape[1:] != pred_masks.shape[1:]:
                 raise ReleaseError(f"{truth.masks_path}: masks have shape {ds.shape}; "
                                    "regenerate the release")
-            sorter = np.argsort(truth.blend_id)
-            tpos = sorter[np.searchsorted(truth.blend_id, ids, sorter=sorter)]
-            if not np.array_equal(truth.blend_id[tpos], ids):
+            tpos, found = id_positions(truth.blend_id, ids)
+            if not found.all():
                 raise ReleaseError(f"{truth.masks_path}: blend ids differ from pairs_test.ecsv; "
                                    "regenerate the release")
             slab = ds.chunks[0] if ds.chunks else 64
