@@ -220,12 +220,6 @@ def find_tracks(base: ReleaseSpec, submissions_dir: str | Path, *,
 # scores
 
 
-def shared_positions(ids: np.ndarray, base_ids: np.ndarray) -> np.ndarray | None:
-    """Positions in ``base_ids`` of every id of ``ids`` (m,), or None unless all are there."""
-    pos, found = id_positions(base_ids, ids)
-    return pos if found.all() else None
-
-
 def _mape_ci(sc: Score) -> list[float]:
     """The 95% interval of the MAPE (central + companion) of a score; NaN without bootstrap."""
     return sc.ci95.get("both", {}).get("mape", [math.nan, math.nan])
@@ -274,7 +268,8 @@ def track_rows(track: Track, truth: Truth, entries: dict[str, Entry],
         ``(rows, legend)``: one row per method and view (:data:`CSV_COLUMNS` but ``worst``), and
         column label -> legend line.
     """
-    pos = shared_positions(truth.blend_id, base_truth.blend_id)
+    pos, found = id_positions(base_truth.blend_id, truth.blend_id)
+    pos = pos if found.all() else None  # None: the track has blends of its own
     if pos is not None:
         base_blends = f"same {truth.n} blend ids"
         sub_truth = base_truth.subset(pos)
