@@ -457,6 +457,38 @@ def test_noise_floor_reads_a_quieter_sky_in_the_training_units(floor):
     keras.backend.clear_session()
 
 
+def test_split_aperture_keeps_the_blend_flux_when_the_maps_grow(tmp_path):
+    from baselines.cnn.models import MapFlux
+
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0.0, 1.0, (2, 16, 16, 1)).astype("float32")
+    aperture = image.sum(axis=(1, 2)) * 0.9  # (2, 1) counts
+    core = np.zeros((2, 16, 16, 2), "float32")
+    core[:, 2:6, 2:6, 0], core[:, 9:14, 9:14, 1] = 1.0, 1.0
+    grown = core.copy()
+    grown[:, 1:7, 1:7, 0], grown[:, 8:15, 8:15, 1] = 1.0, 1.0  # outskirts added to both maps
+    inside = MapFlux()
+    split = MapFlux(split_aperture=True)
+    # inside the maps the flux grows with the maps; the split always adds up to the aperture
+    before, after = (np.asarray(inside(image, maps, aperture)) for maps in (core, grown))
+    assert np.all(after > before)
+    for maps in (core, grown):
+        ref = np.asarray(split(image, maps, aperture))
+        np.testing.assert_allclose(ref.sum(axis=1, keepdims=True), aperture, rtol=1e-5)
+        flux = (image * maps).sum(axis=(1, 2))
+        np.testing.assert_allclose(ref[:, 0] / ref[:, 1], flux[:, 0] / flux[:, 1], rtol=1e-5)
+    # an empty map still gives a usable reference: the 5% floor of the aperture flux
+    empty = core.copy()
+    empty[..., 1] = 0.0
+    floor = np.asarray(split(image, empty, aperture))[:, 1]
+    np.testing.assert_allclose(floor, 0.05 * aperture[:, 0])
+    # the option is part of a saved model
+    cfg = get_config("blend2mask2flux", "tiny")
+    model = build_model(replace(cfg, arch=replace(cfg.arch, split_aperture=True)))
+    model.save(tmp_path / "m.keras")
+    assert load_trained(tmp_path / "m.keras").get_layer("map_flux").split_aperture is True
+    keras.backend.clear_session()
+
 # --------------------------------------------------------------------------------------------
 # training, resume, prediction
 

@@ -67,6 +67,9 @@ class ModelConfig:
             noise and never removes it, so a network trained on v1 has never read a sky quieter
             than v1's; with a floor of 1 a blend from a deeper survey is read in v1's noise
             units (as a v1 blend with less noise) instead of as brighter than any training blend.
+        split_aperture: blend2mask2flux's reference is the blend's aperture flux split in the
+            proportions of the fluxes inside the two maps, instead of the flux inside each map
+            (``models.MapFlux``): the maps set the split, not the blend's flux.
     """
 
     flux_arch: str = "compact"
@@ -85,6 +88,7 @@ class ModelConfig:
     end_to_end: bool = True
     noise_from_image: bool = False
     noise_floor: float = 0.0
+    split_aperture: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,8 +254,8 @@ CONFIGS: dict[tuple[str, str], CNNConfig] = {
 # The shares leave about a quarter of the training blends as v1 made them.
 ROBUST_AUGMENTATION = {"resample_fraction": 0.35, "faint_fraction": 0.35, "noise_fraction": 0.35}
 # compact-robust-deep: the same, plus star-forming knots, trained on the deep release ``v1-deep``
-# (v1's galaxies under half v1's sky noise; README) with skies from as deep as v1-deep's to 5
-# times as noisy (v1's is 2 times). Measured: no better than compact-robust (README).
+# (v1's galaxies under half v1's sky noise) with skies from as deep as v1-deep's to 5 times as
+# noisy (v1's is 2 times). Measured: no better than compact-robust (docs/robust-cnns.md).
 DEEP_ROBUST_AUGMENTATION = {
     **ROBUST_AUGMENTATION,
     "noise_fraction": 0.75,
@@ -269,7 +273,7 @@ CONFIGS[("blend2flux", "compact-robust-deep")] = CNNConfig(
 )  # fmt: skip
 # compact-robust-knots: a second, gentler cosine cycle from compact-robust's weights
 # (`--init-weights submissions/blend2flux-compact-robust/model.keras`) with star-forming knots
-# added to a share of the training blends; README.
+# added to a share of the training blends; docs/robust-cnns.md.
 KNOTS_FINETUNE_AUGMENTATION = {**ROBUST_AUGMENTATION, "clump_fraction": 0.3}
 CONFIGS[("blend2flux", "compact-robust-knots")] = CNNConfig(
     "compact-robust-knots", "blend2flux", ROBUST_ARCH,
@@ -286,7 +290,7 @@ CONFIGS[("blend2mask2flux", "compact-robust-knots")] = CNNConfig(
 # (`--init-weights submissions/blend2flux-compact-robust-knots/model.keras`), with knots that
 # follow the galaxy's light (the v1-clumpy track's knots share the galaxy's half-light radius;
 # drawn from sqrt(light) they spread wider) on 40% of galaxies, and the network reading no sky
-# quieter than v1's (noise_floor; README).
+# quieter than v1's (noise_floor; docs/robust-cnns.md).
 LIGHT_KNOTS_AUGMENTATION = {
     **KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4, "knot_light_power": 1.0
 }
@@ -312,30 +316,42 @@ _floored_fine_tune("compact-robust-knots2", LIGHT_KNOTS_AUGMENTATION)
 # compact-robust-knots3: a fourth cosine cycle, from compact-robust-knots2's weights, with the
 # knots drawn through the release's PSF (knot_psf; a Gaussian knot lacks the PSF's wings) and a
 # knotted galaxy's flux target re-measured as the truth procedure would measure it (knot_truth:
-# times its Kron flux ratio after / before the knots; README).
+# times its Kron flux ratio after / before the knots; docs/robust-cnns.md).
 KNOT_TRUTH_AUGMENTATION = {**LIGHT_KNOTS_AUGMENTATION, "knot_truth": True, "knot_psf": "release"}
 _floored_fine_tune("compact-robust-knots3", KNOT_TRUTH_AUGMENTATION)
 # compact-robust-knots4: a fifth cycle, from compact-robust-knots3's weights, with the knots
 # placed as GalSim's RandomKnots places them (knot_placement: a Gaussian of the galaxy's
-# half-light radius and shape, which may reach past the footprint; README).
+# half-light radius and shape, which may reach past the footprint; docs/robust-cnns.md).
 _floored_fine_tune(
     "compact-robust-knots4", {**KNOT_TRUTH_AUGMENTATION, "knot_placement": "gaussian"}
 )
 # compact-robust-knots5: a fifth cycle, from compact-robust-knots3's weights, with knots3's
 # knots on 70% of the galaxies instead of 40% (the network reads its own knotted blends at 1.4
-# times its error on plain ones). Measured: worse than knots3 on v1 and v1-clumpy (README).
+# times its error on plain ones). Measured: worse than knots3 on v1 and v1-clumpy
+# (docs/robust-cnns.md).
 _floored_fine_tune("compact-robust-knots5", {**KNOT_TRUTH_AUGMENTATION, "clump_fraction": 0.7})
 # compact-robust-knots6: a fifth cycle, from compact-robust-knots3's weights, with knots also where
 # the two galaxies overlap (knot_light_share "isolated": each pixel's light shared as the isolated
 # galaxies share it). On v1-clumpy the CNNs' extra error is in the split between the galaxies and
-# in pairs closer than 2 R_e, where the footprint-only knots never land (README).
+# in pairs closer than 2 R_e, where the footprint-only knots never land (docs/robust-cnns.md).
 ISOLATED_KNOTS_AUGMENTATION = {**KNOT_TRUTH_AUGMENTATION, "knot_light_share": "isolated"}
 _floored_fine_tune("compact-robust-knots6", ISOLATED_KNOTS_AUGMENTATION)
 # compact-robust-knots7: a sixth cycle, from compact-robust-knots6's weights, with knots6's
 # knots at half the peak learning rate (knots6's validation MAPE was 5.0-6.3% in the cycle's
 # middle epochs and reached 4.78% only at its end). Measured: worse than knots6 on v1 and
-# v1-clumpy (README).
+# v1-clumpy (docs/robust-cnns.md).
 _floored_fine_tune("compact-robust-knots7", ISOLATED_KNOTS_AUGMENTATION, learning_rate=2.5e-4)
+# compact-robust-split: blend2mask2flux from compact-robust-knots2's weights, knots6's knots and
+# the aperture flux split by the maps as the flux net's reference (split_aperture): the flux
+# inside the maps grows with the survey's depth, and knots2 read v1-noise-low 3.6% too bright.
+# Measured: the bias halves, but v1-noise-low (5.50%), v1-clumpy and cosmos-example get no
+# better or worse (docs/robust-cnns.md).
+CONFIGS[("blend2mask2flux", "compact-robust-split")] = CNNConfig(
+    "compact-robust-split", "blend2mask2flux",
+    replace(FLOORED_ARCH, end_to_end=False, split_aperture=True),
+    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=12, mask_stage_fraction=0.2,
+            **ISOLATED_KNOTS_AUGMENTATION),
+)  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),

@@ -156,15 +156,29 @@ class MapFlux(layers.Layer):
     """Flux inside fractional maps: (batch, H, W, 1), (batch, H, W, k), (batch, 1) -> (batch, k).
 
     ``sum(x * map)`` in counts, floored at 5% of the aperture flux (third input) so that an
-    empty map still gives a usable log10 reference.
+    empty map still gives a usable log10 reference. With ``split_aperture`` it is the aperture
+    flux split in the proportions of the (non-negative) fluxes inside the maps: the maps then
+    set only the split, and the blend's flux comes from the noise-relative aperture. The maps
+    of a deeper survey reach further into the galaxies' outskirts (on ``v1-noise-low`` the flux
+    inside them is 31-39% above the truth, against 16-19% on v1), which the split cancels.
     """
+
+    def __init__(self, split_aperture: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.split_aperture = bool(split_aperture)
 
     def call(self, x, maps, aperture):
         flux = ops.sum(x * maps, axis=(1, 2))
+        if self.split_aperture:
+            flux = ops.maximum(flux, 0.0)
+            flux = aperture * flux / ops.maximum(ops.sum(flux, axis=-1, keepdims=True), 1e-6)
         return ops.maximum(flux, 0.05 * aperture)
 
     def compute_output_shape(self, x_shape, maps_shape, aperture_shape):
         return (maps_shape[0], maps_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "split_aperture": self.split_aperture}
 
 
 @keras.saving.register_keras_serializable(package="blendbench")
@@ -389,7 +403,8 @@ def build_blend2mask2flux(
     flux_maps = maps if arch.end_to_end else StopGradient(name="maps_detached")(maps)
     stacked = layers.Concatenate(name="flux_input")([scaled, flux_maps])
     log_aperture = Log10(name="log_aperture")(aperture)
-    log_maps = Log10(name="log_map_flux")(MapFlux(name="map_flux")(image, flux_maps, aperture))
+    map_flux = MapFlux(arch.split_aperture, name="map_flux")(image, flux_maps, aperture)
+    log_maps = Log10(name="log_map_flux")(map_flux)
     if arch.flux_arch == "paper":
         features = _paper_flux_body(stacked, arch, "fluxnet_")
     else:
