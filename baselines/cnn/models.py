@@ -161,7 +161,7 @@ class MapFlux(layers.Layer):
     set only the split, and the blend's flux comes from the noise-relative aperture. The maps
     of a deeper survey reach further into the galaxies' outskirts (on ``v1-noise-low`` the flux
     inside them is 31-39% above the truth, against 16-19% on v1); the split keeps the
-    reference within 3% of the truth on both (docs/robust-cnns.md).
+    reference within 3.3% of the truth on both (docs/robust-cnns.md).
     """
 
     def __init__(self, split_aperture: bool = False, **kwargs):
