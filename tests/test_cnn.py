@@ -489,6 +489,7 @@ def test_split_aperture_keeps_the_blend_flux_when_the_maps_grow(tmp_path):
     assert load_trained(tmp_path / "m.keras").get_layer("map_flux").split_aperture is True
     keras.backend.clear_session()
 
+
 # --------------------------------------------------------------------------------------------
 # training, resume, prediction
 

@@ -346,11 +346,10 @@ _floored_fine_tune("compact-robust-knots7", ISOLATED_KNOTS_AUGMENTATION, learnin
 # inside the maps grows with the survey's depth, and knots2 read v1-noise-low 3.6% too bright.
 # Measured: the bias halves, but v1-noise-low (5.50%), v1-clumpy and cosmos-example get no
 # better or worse (docs/robust-cnns.md).
-CONFIGS[("blend2mask2flux", "compact-robust-split")] = CNNConfig(
-    "compact-robust-split", "blend2mask2flux",
-    replace(FLOORED_ARCH, end_to_end=False, split_aperture=True),
-    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=12, mask_stage_fraction=0.2,
-            **ISOLATED_KNOTS_AUGMENTATION),
+_KNOTS6_MASKS = CONFIGS[("blend2mask2flux", "compact-robust-knots6")]
+CONFIGS[("blend2mask2flux", "compact-robust-split")] = replace(
+    _KNOTS6_MASKS, name="compact-robust-split",
+    arch=replace(_KNOTS6_MASKS.arch, split_aperture=True),
 )  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
