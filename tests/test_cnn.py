@@ -403,6 +403,43 @@ def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_quieter_sky_scales_the_noise_and_keeps_the_target(tiny_release):
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+    from baselines.cnn.data import isolated_light
+    from baselines.cnn.models import SkyNoise
+
+    with h5py.File(tiny_release / "train.h5", "r") as f:
+        ids, images, masks = f["blend_id"][:], f["images"][:], f["masks"][:]
+    light = isolated_light(tiny_release, "train", ids).shares(np.arange(len(ids)), light=True)
+    assert light.shape == (len(ids), 128, 128, 3)
+    x = images[..., None].astype("float32")
+    noiseless = light[..., 2:3]
+    footprints = np.concatenate([np.moveaxis(masks, 1, -1).astype("float32"), light], axis=-1)
+    spec = AugmentSpec(dihedral=False, quiet_fraction=0.5, quiet_factor=0.4)
+    assert spec.needs_footprints and spec.needs_isolated and spec.footprint_channels == 5
+    out, log_s, k = ReObserve(spec, seed=3)(x, footprints, training=True)
+    out = np.asarray(out)
+    # the noise, and only the noise, scaled by one factor per blend in [0.4, 1]
+    q = ((out - noiseless) * (x - noiseless)).sum(axis=(1, 2, 3)) / np.square(
+        x - noiseless).sum(axis=(1, 2, 3))  # fmt: skip
+    np.testing.assert_allclose(out - noiseless, q[:, None, None, None] * (x - noiseless),
+                               atol=1e-5)  # fmt: skip
+    assert np.all((q > 0.4 - 1e-5) & (q < 1 + 1e-5))
+    quieted = q < 0.999
+    assert 0.25 < quieted.mean() < 0.75  # about quiet_fraction of the blends
+    np.testing.assert_array_equal(out[~quieted], x[~quieted])
+    ratio = np.asarray(SkyNoise()(out))[:, 0] / np.asarray(SkyNoise()(x))[:, 0]
+    # as the network measures it (a large galaxy's own pixel-to-pixel steps stay)
+    assert abs(np.median(ratio[quieted] / q[quieted]) - 1) < 0.02
+    np.testing.assert_allclose(ratio[quieted], q[quieted], rtol=0.2)
+    # noise never changes the target; no transform
+    np.testing.assert_array_equal(np.asarray(log_s), 0.0)
+    np.testing.assert_array_equal(np.asarray(k), 0)
+    with pytest.raises(ValueError, match="quiet_factor"):
+        ReObserve(AugmentSpec(quiet_fraction=0.3, quiet_factor=1.5))
+    keras.backend.clear_session()
+
+
 def test_knots_drawn_through_the_release_psf():
     from baselines.cnn.augment import AugmentSpec, ReObserve, _convolve, psf_transfer
 
@@ -499,9 +536,9 @@ def _tiny_robust():
 
     cfg = get_config("blend2flux", "tiny")
     # every step of the re-observation; knots drawn through the release's PSF, re-measured, and
-    # made of each galaxy's share of the light (the overlap included)
+    # made of each galaxy's share of the light (the overlap included); a quieter sky
     train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release",
-                    knot_light_share="isolated")  # fmt: skip
+                    knot_light_share="isolated", quiet_fraction=0.3)  # fmt: skip
     return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True), train=train)
 
 

@@ -4,6 +4,12 @@
 (never in the saved model). While training it transforms every blend of the batch on the
 accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and PyTorch alike):
 
+0. **A deeper survey** (a share ``quiet_fraction``; needs the isolated noiseless galaxies, a
+   fifth channel of the footprints input) — a blend is its two noiseless galaxies plus noise
+   (``challenge.pipeline.blending``), so the blend less those galaxies is its noise, and scaling
+   it by ``q`` (log-uniform in [``quiet_factor``, 1]) gives the same pair under a sky ``q``
+   times as noisy: a deeper exposure of the same galaxies (``v1-noise-low``: 0.5). The truth
+   stays (noise never changes a galaxy's flux). Runs first, on the blend as stored.
 1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's, or,
@@ -42,7 +48,8 @@ release's ``sky_sigma``: where the two stamps overlap, both stamps' noise adds u
 re-observed blend has the noise of the survey it pretends to come from, never less. A sharper
 PSF cannot be simulated from a blend, and a quieter sky only from deeper training data; what
 remains is left to the network's inputs (noise measured per image, fluxes relative to the
-aperture flux).
+aperture flux). The quieter sky of step 0 is the one exception: it needs the noiseless galaxies
+each training blend was made of, which a release keeps (``galaxies.h5``, ``pairs_<split>.ecsv``).
 
 The truth stays untouched: :class:`Restore` maps the network's outputs back to the original
 blend (``log10 flux - log10 s``; maps through the inverse dihedral transform) so that the usual
@@ -109,6 +116,8 @@ class AugmentSpec:
             in proportion to the two isolated noiseless galaxies, channels 3-4 of the
             footprints input, ``data.IsolatedLight``): knots also where the galaxies overlap,
             as in the ``v1-clumpy`` track, where splitting the blend is hardest.
+        quiet_fraction: share of blends observed under a quieter sky (step 0).
+        quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
     """
 
     dihedral: bool = True
@@ -128,11 +137,28 @@ class AugmentSpec:
     knot_psf: str = "gaussian"
     knot_placement: str = "light"
     knot_light_share: str = "footprint"
+    quiet_fraction: float = 0.0
+    quiet_factor: float = 0.4
 
     @property
     def needs_footprints(self) -> bool:
-        """Whether :class:`ReObserve` needs the truth segmentation maps as a second input."""
-        return self.clump_fraction > 0
+        """Whether :class:`ReObserve` needs a second input, the truth segmentation maps (and,
+        see :attr:`footprint_channels`, what the isolated galaxies give)."""
+        return self.clump_fraction > 0 or self.quiet_fraction > 0
+
+    @property
+    def needs_isolated(self) -> bool:
+        """Whether that input carries what the isolated noiseless galaxies give: the light
+        shares (knots of ``knot_light_share`` "isolated") and, for a quieter sky, their sum."""
+        return self.needs_footprints and (
+            self.knot_light_share == "isolated" or self.quiet_fraction > 0
+        )
+
+    @property
+    def footprint_channels(self) -> int:
+        """Channels of the second input: the 2 maps, the 2 light shares with
+        :attr:`needs_isolated`, then the noiseless blend (counts) with ``quiet_fraction``."""
+        return 2 + 2 * self.needs_isolated + (self.quiet_fraction > 0)
 
 
 def _reflect(x, axis: int):
@@ -444,6 +470,27 @@ def _kron_log_ratio(before, after, maps):
     return ops.reshape(ops.log10(ratio), (n, 2))
 
 
+def quieter_sky(x, noiseless, spec: AugmentSpec, gen):
+    """A share ``spec.quiet_fraction`` of the blends under a quieter sky (step 0 above).
+
+    Args:
+        x: (batch, H, W, 1) blends, counts.
+        noiseless: (batch, H, W, 1) each blend's two isolated noiseless galaxies, summed, counts
+            (``data.IsolatedLight.shares`` with ``light``): the blend less it is its noise.
+        spec: the augmentation (``quiet_fraction``, ``quiet_factor``).
+        gen: the layer's ``keras.random.SeedGenerator``.
+
+    Returns:
+        (batch, H, W, 1): ``noiseless + q (x - noiseless)``, ``q`` log-uniform in
+        [``quiet_factor``, 1], for the chosen blends; the others as they were.
+    """
+    n = ops.shape(x)[0]
+    u = keras.random.uniform((n,), math.log(spec.quiet_factor), 0.0, seed=gen)
+    on = keras.random.uniform((n,), seed=gen) < spec.quiet_fraction
+    q = ops.reshape(ops.exp(u), (-1, 1, 1, 1))
+    return _per_blend(on, noiseless + q * (x - noiseless), x)
+
+
 @keras.saving.register_keras_serializable(package="blendbench")
 class ReObserve(layers.Layer):
     """Training-only random re-observation: (batch, H, W, 1) counts -> same, log10 s, k.
@@ -451,9 +498,9 @@ class ReObserve(layers.Layer):
     Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied; (batch, 2),
     one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
-    zeros and zeros. With ``clump_fraction`` > 0 the layer takes a second input, the truth
-    segmentation maps (batch, H, W, 2) of the blends (4 channels with the light shares, see
-    ``knot_light_share``).
+    zeros and zeros. With ``clump_fraction`` or ``quiet_fraction`` > 0 the layer takes a second
+    input, the truth segmentation maps (batch, H, W, 2) of the blends and what the isolated
+    galaxies give (``AugmentSpec.footprint_channels``).
     """
 
     def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, psf=None,
@@ -476,6 +523,8 @@ class ReObserve(layers.Layer):
         if self.spec.knot_light_share not in ("footprint", "isolated"):
             raise ValueError("knot_light_share must be 'footprint' or 'isolated', not "
                              f"{self.spec.knot_light_share!r}")
+        if not 0 < self.spec.quiet_factor <= 1:
+            raise ValueError(f"quiet_factor must be in (0, 1], not {self.spec.quiet_factor!r}")
         if self.spec.knot_psf == "release" and psf is None:
             raise ValueError("ReObserve with knot_psf 'release' needs the release's PSF (psf=)")
         self.psf = None if psf is None else np.asarray(psf, dtype="float32")
@@ -499,11 +548,14 @@ class ReObserve(layers.Layer):
         def share(p):
             return keras.random.uniform((n,), seed=gen) < p
 
+        if spec.needs_footprints and footprints is None:
+            raise ValueError("ReObserve with clump_fraction or quiet_fraction > 0 needs the "
+                             "segmentation maps")
+        if spec.quiet_fraction > 0:
+            x = quieter_sky(x, footprints[..., 4:5], spec, gen)
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
         log_knots = None
-        if spec.needs_footprints:
-            if footprints is None:
-                raise ValueError("ReObserve with clump_fraction > 0 needs the segmentation maps")
+        if spec.clump_fraction > 0:
             otf = self.psf_otf if spec.knot_psf == "release" else None
             x, log_knots = add_knots(x, footprints, spec, gen, sigma0, otf)
         k = keras.random.randint((n,), 0, 8, dtype="int32", seed=gen) if spec.dihedral else no_k
@@ -539,7 +591,7 @@ class ReObserve(layers.Layer):
         return x, log_s, k
 
     def compute_output_shape(self, x_shape, footprints_shape=None):
-        width = 2 if self.spec.knot_truth and self.spec.needs_footprints else 1
+        width = 2 if self.spec.knot_truth and self.spec.clump_fraction > 0 else 1
         return x_shape, (x_shape[0], width), (x_shape[0],)
 
     def get_config(self):

@@ -121,9 +121,10 @@ class IsolatedLight:
     rows: np.ndarray
     shifts: np.ndarray
 
-    def shares(self, idx: np.ndarray) -> np.ndarray:
+    def shares(self, idx: np.ndarray, light: bool = False) -> np.ndarray:
         """(len(idx), H, W, 2) float32: each galaxy's share of every pixel's light, [central,
-        companion], summing to 1 where either has light and 0 elsewhere."""
+        companion], summing to 1 where either has light and 0 elsewhere; with ``light``,
+        (len(idx), H, W, 3): then the two galaxies' summed light, counts (the noiseless blend)."""
         idx = np.asarray(idx)
         central = self.stamps[self.rows[idx, 0]]
         companion = np.zeros_like(central)
@@ -131,9 +132,11 @@ class IsolatedLight:
             companion[k] = shift_image(self.stamps[r], int(dx), int(dy))
         total = central + companion
         # divided straight into the output's channels: no stacked copy (this runs every batch)
-        out = np.zeros((*central.shape, 2), dtype=np.float32)
+        out = np.zeros((*central.shape, 3 if light else 2), dtype=np.float32)
         np.divide(central, total, out=out[..., 0], where=total > 0)
         np.divide(companion, total, out=out[..., 1], where=total > 0)
+        if light:
+            out[..., 2] = total
         return out
 
 
@@ -192,6 +195,8 @@ class BlendDataset(keras.utils.PyDataset):
             (training-time knots, ``baselines.cnn.augment``).
         isolated: with ``footprints``, the split's isolated galaxies: the footprints then carry
             each galaxy's share of the light as two more channels, (batch, 128, 128, 4).
+        noiseless: with ``isolated``, a fifth channel, the noiseless blend (the two isolated
+            galaxies' light, counts), for a quieter sky.
         **kwargs: ``keras.utils.PyDataset`` options (workers, use_multiprocessing, ...).
     """
 
@@ -207,12 +212,14 @@ class BlendDataset(keras.utils.PyDataset):
         in_memory: bool | None = None,
         footprints: bool = False,
         isolated: IsolatedLight | None = None,
+        noiseless: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.footprints = bool(footprints)
         self.isolated = isolated
+        self.noiseless = bool(noiseless)
         n = check_split_file(self.path, (*targets, *(("masks",) if footprints else ())))
         self.n = min(n, limit) if limit else n
         self.batch_size = int(batch_size)
@@ -304,7 +311,7 @@ class BlendDataset(keras.utils.PyDataset):
         maps = np.moveaxis(masks, 1, -1).astype(np.float32) if masks is not None else None
         if self.footprints:
             fp = maps if self.isolated is None else np.concatenate(
-                [maps, self.isolated.shares(idx)], axis=-1)  # fmt: skip
+                [maps, self.isolated.shares(idx, self.noiseless)], axis=-1)  # fmt: skip
             x = {"blend": x, "footprints": fp}
         if not self.targets:
             return (x,)

@@ -319,13 +319,15 @@ def _release_psf(data: Path) -> np.ndarray:
 
 def _isolated_light(data: Path, split: str, path: Path, limit: int | None) -> IsolatedLight:
     """The isolated galaxies of the first ``limit`` blends of a split file, for knots that share
-    the light where the galaxies overlap (``knot_light_share`` "isolated")."""
+    the light where the galaxies overlap (``knot_light_share`` "isolated") and a quieter sky."""
     with h5py.File(path, "r") as f:
         ids = np.asarray(f["blend_id"][:limit] if limit else f["blend_id"][:])
     try:
         return isolated_light(data, split, ids)
     except ReleaseError as err:
-        raise TrainingError(f"{err} (knot_light_share 'isolated' needs it)") from None
+        raise TrainingError(
+            f"{err} (knot_light_share 'isolated' and quiet_fraction need it)"
+        ) from None
 
 
 def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, psf=None):
@@ -341,8 +343,7 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, p
     spec = augment_spec(config)
     image = keras.Input(STAMP_SHAPE, name="blend")
     if spec.needs_footprints:  # the knots need the truth segmentation maps (a training input)
-        width = 4 if spec.knot_light_share == "isolated" else 2  # maps (+ light shares)
-        footprints = keras.Input((*STAMP_SHAPE[:2], width), name="footprints")
+        footprints = keras.Input((*STAMP_SHAPE[:2], spec.footprint_channels), name="footprints")
         inputs = {"blend": image, "footprints": footprints}
         blend, log_s, k = ReObserve(spec, seed, psf, name="reobserve")(image, footprints)
     else:
@@ -501,9 +502,10 @@ def train_cnn(
     state.update(config=config.to_dict(), seed=seed, data=str(data), release=release)
     spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
     footprints = spec.needs_footprints
+    quiet = spec.quiet_fraction > 0  # the noiseless blend as a fifth channel
     psf = _release_psf(data) if spec.knot_psf == "release" else None
     isolated = {}
-    if footprints and spec.knot_light_share == "isolated":
+    if spec.needs_isolated:
         isolated = {split: _isolated_light(data, split, path, limit)
                     for split, path in (("train", train_path), ("val", val_path))}  # fmt: skip
 
@@ -558,10 +560,11 @@ def train_cnn(
         train_ds = BlendDataset(
             train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
             in_memory=in_memory, footprints=footprints, isolated=isolated.get("train"),
+            noiseless=quiet,
         )  # fmt: skip
         val_ds = BlendDataset(val_path, max(64, tc.batch_size), targets, limit=limit,
                               in_memory=in_memory, footprints=footprints,
-                              isolated=isolated.get("val"))  # fmt: skip
+                              isolated=isolated.get("val"), noiseless=quiet)  # fmt: skip
         record["data_in_memory"] = train_ds.in_memory
         steps = len(train_ds)
         planned = state["planned_epochs"] or stage["epochs"]
