@@ -46,10 +46,10 @@ it), so white Gaussian noise is added to bring it back to ``f`` times the blend'
 measured as the network measures it (``models.SkyNoise``; a v1 blend's noise is not the
 release's ``sky_sigma``: where the two stamps overlap, both stamps' noise adds up): a
 re-observed blend has the noise of the survey it pretends to come from, never less. A sharper
-PSF cannot be simulated from a blend, and a quieter sky only from deeper training data; what
-remains is left to the network's inputs (noise measured per image, fluxes relative to the
-aperture flux). The quieter sky of step 0 is the one exception: it needs the noiseless galaxies
-each training blend was made of, which a release keeps (``galaxies.h5``, ``pairs_<split>.ecsv``).
+PSF cannot be simulated from a blend, and a quieter sky only from what lies under its noise:
+deeper training data, or (step 0) the noiseless galaxies each training blend was made of, which
+a release keeps (``galaxies.h5``, ``pairs_<split>.ecsv``); what remains is left to the network's
+inputs (noise measured per image, fluxes relative to the aperture flux).
 
 The truth stays untouched: :class:`Restore` maps the network's outputs back to the original
 blend (``log10 flux - log10 s``; maps through the inverse dihedral transform) so that the usual

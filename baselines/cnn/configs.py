@@ -358,7 +358,8 @@ CONFIGS[("blend2mask2flux", "compact-robust-split")] = replace(
 # down to 0.4 times the blend's: the blend less its isolated noiseless galaxies is its noise,
 # and a deeper survey has less of it). blend2mask2flux-compact-robust-knots2 reads v1-noise-low
 # 3.6% too bright: its maps grow where the sky is quiet, and training never showed it a sky
-# quieter than v1's (docs/robust-cnns.md).
+# quieter than v1's. Measured, from knots2's weights: v1-noise-low 3.89% (from 5.82%), v1 4.51%
+# (docs/robust-cnns.md).
 _floored_fine_tune(
     "compact-robust-quiet", {**ISOLATED_KNOTS_AUGMENTATION, "quiet_fraction": 0.3}
 )
