@@ -9,7 +9,9 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    (``challenge.pipeline.blending``), so the blend less those galaxies is its noise, and scaling
    it by ``q`` (log-uniform in [``quiet_factor``, 1]) gives the same pair under a sky ``q``
    times as noisy: a deeper exposure of the same galaxies (``v1-noise-low``: 0.5). The truth
-   stays (noise never changes a galaxy's flux). Runs first, on the blend as stored.
+   stays (noise never changes a galaxy's flux). Runs first, on the blend as stored. It assumes
+   noiseless stamps, as synthetic releases have; stamps of real galaxies carry their own noise,
+   which the step would keep.
 1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's, or,
