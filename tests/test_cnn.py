@@ -405,18 +405,22 @@ def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
 
 def test_a_quieter_sky_scales_the_noise_and_keeps_the_target(tiny_release):
     from baselines.cnn.augment import AugmentSpec, ReObserve
-    from baselines.cnn.data import isolated_light
+    from baselines.cnn.data import BlendDataset, isolated_light
     from baselines.cnn.models import SkyNoise
 
-    with h5py.File(tiny_release / "train.h5", "r") as f:
-        ids, images, masks = f["blend_id"][:], f["images"][:], f["masks"][:]
-    light = isolated_light(tiny_release, "train", ids).shares(np.arange(len(ids)), light=True)
-    assert light.shape == (len(ids), 128, 128, 3)
-    x = images[..., None].astype("float32")
-    noiseless = light[..., 2:3]
-    footprints = np.concatenate([np.moveaxis(masks, 1, -1).astype("float32"), light], axis=-1)
+    path = tiny_release / "train.h5"
+    with h5py.File(path, "r") as f:
+        ids = f["blend_id"][:]
+    # the training inputs as the training dataset assembles them: maps, shares, noiseless blend
+    inputs, _ = BlendDataset(path, len(ids), ("masks", "flux"), footprints=True,
+                             isolated=isolated_light(tiny_release, "train", ids),
+                             noiseless=True)[0]  # fmt: skip
+    x, footprints = inputs["blend"], inputs["footprints"]
     spec = AugmentSpec(dihedral=False, quiet_fraction=0.5, quiet_factor=0.4)
-    assert spec.needs_footprints and spec.needs_isolated and spec.footprint_channels == 5
+    assert spec.needs_footprints and spec.needs_isolated
+    assert footprints.shape == (len(ids), 128, 128, spec.footprint_channels) and \
+        spec.footprint_channels == 5  # fmt: skip
+    noiseless = footprints[..., 4:5]
     out, log_s, k = ReObserve(spec, seed=3)(x, footprints, training=True)
     out = np.asarray(out)
     # the noise, and only the noise, scaled by one factor per blend in [0.4, 1]

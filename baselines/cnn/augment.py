@@ -554,7 +554,8 @@ class ReObserve(layers.Layer):
             raise ValueError("ReObserve with clump_fraction or quiet_fraction > 0 needs the "
                              "segmentation maps")
         if spec.quiet_fraction > 0:
-            x = quieter_sky(x, footprints[..., 4:5], spec, gen)
+            # the noiseless blend is the last channel (AugmentSpec.footprint_channels)
+            x = quieter_sky(x, footprints[..., -1:], spec, gen)
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
         log_knots = None
         if spec.clump_fraction > 0:
