@@ -403,22 +403,28 @@ def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_quieter_sky_scales_the_noise_and_keeps_the_target(tiny_release):
-    from baselines.cnn.augment import AugmentSpec, ReObserve
+def _training_inputs_with_isolated_light(release):
+    """(blends, footprints) of every training blend of ``release`` as the training dataset
+    assembles them: the footprints are the maps, the light shares and the noiseless blend."""
     from baselines.cnn.data import BlendDataset, isolated_light
-    from baselines.cnn.models import SkyNoise
 
-    path = tiny_release / "train.h5"
+    path = release / "train.h5"
     with h5py.File(path, "r") as f:
         ids = f["blend_id"][:]
-    # the training inputs as the training dataset assembles them: maps, shares, noiseless blend
     inputs, _ = BlendDataset(path, len(ids), ("masks", "flux"), footprints=True,
-                             isolated=isolated_light(tiny_release, "train", ids),
+                             isolated=isolated_light(release, "train", ids),
                              noiseless=True)[0]  # fmt: skip
-    x, footprints = inputs["blend"], inputs["footprints"]
+    return inputs["blend"], inputs["footprints"]
+
+
+def test_a_quieter_sky_scales_the_noise_and_keeps_the_target(tiny_release):
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+    from baselines.cnn.models import SkyNoise
+
+    x, footprints = _training_inputs_with_isolated_light(tiny_release)
     spec = AugmentSpec(dihedral=False, quiet_fraction=0.5, quiet_factor=0.4)
     assert spec.needs_footprints and spec.needs_isolated
-    assert footprints.shape == (len(ids), 128, 128, spec.footprint_channels) and \
+    assert footprints.shape == (len(x), 128, 128, spec.footprint_channels) and \
         spec.footprint_channels == 5  # fmt: skip
     noiseless = footprints[..., 4:5]
     out, log_s, k = ReObserve(spec, seed=3)(x, footprints, training=True)
@@ -441,6 +447,62 @@ def test_a_quieter_sky_scales_the_noise_and_keeps_the_target(tiny_release):
     np.testing.assert_array_equal(np.asarray(k), 0)
     with pytest.raises(ValueError, match="quiet_factor"):
         ReObserve(AugmentSpec(quiet_fraction=0.3, quiet_factor=1.5))
+    keras.backend.clear_session()
+
+
+def test_a_closer_companion_moves_its_light_and_keeps_the_target(tiny_release, tmp_path):
+    from baselines.cnn.augment import AugmentSpec, ReObserve, closer_companion
+
+    x, fp = _training_inputs_with_isolated_light(tiny_release)
+    spec = AugmentSpec(dihedral=False, closer_fraction=0.6, closer_min=0.5)
+    assert spec.needs_isolated and spec.footprint_channels == fp.shape[-1] == 5
+    out, new = (np.asarray(a) for a in closer_companion(
+        x, fp, spec, keras.random.SeedGenerator(3)))  # fmt: skip
+
+    def galaxies(f):  # (n, H, W) each: central light, companion light
+        return f[..., 2] * f[..., 4], f[..., 3] * f[..., 4]
+
+    central, companion = galaxies(fp)
+    new_central, new_companion = galaxies(new)
+    moved = np.any(out != x, axis=(1, 2, 3))
+    assert 0.15 < moved.mean() < 0.8  # up to closer_fraction (some stay: shift 0, edge light)
+    np.testing.assert_array_equal(out[~moved], x[~moved])
+    np.testing.assert_array_equal(new[~moved], fp[~moved])
+    # the noise and the central galaxy stay; the blend is the new pair plus that noise
+    np.testing.assert_allclose(out[..., 0] - new[..., 4], x[..., 0] - fp[..., 4], atol=1e-5)
+    np.testing.assert_allclose(new_central, central, atol=1e-5)
+    np.testing.assert_array_equal(new[..., 0], fp[..., 0])
+    yy, xx = np.mgrid[:128, :128]
+    for i in np.flatnonzero(moved):
+        light = companion[i].sum()
+
+        def centre(a):
+            return np.array([(a * yy).sum(), (a * xx).sum()]) / a.sum()
+
+        # moved by whole pixels towards (64, 64), to 0.5-1 of its distance, its flux kept
+        step = np.rint(centre(new_companion[i]) - centre(companion[i])).astype(int)
+        assert step.any()
+        np.testing.assert_allclose(new_companion[i], np.roll(companion[i], step, (0, 1)),
+                                   atol=2e-3 * light / 128)  # fmt: skip
+        assert abs(new_companion[i].sum() / light - 1) < 1e-3
+        before = centre(companion[i]) - 64
+        after = before + step
+        assert 0.5 - 1 / np.hypot(*before) <= np.hypot(*after) / np.hypot(*before) < 1
+        # its map moves with it
+        np.testing.assert_array_equal(new[i, ..., 1], np.roll(fp[i, ..., 1], step, (0, 1)))
+    # through the layer: the same step, and the truth untouched (a flux does not depend on place)
+    layer_out, log_s, k = ReObserve(spec, seed=3)(x, fp, training=True)
+    assert np.any(np.asarray(layer_out) != x)
+    np.testing.assert_array_equal(np.asarray(log_s), 0.0)
+    np.testing.assert_array_equal(np.asarray(k), 0)
+    with pytest.raises(ValueError, match="closer_min"):
+        ReObserve(AugmentSpec(closer_fraction=0.3, closer_min=0.0))
+    # blend2mask2flux's map targets would not move with the companion: a clear error, no output
+    cfg = get_config("blend2mask2flux", "tiny")
+    cfg = replace(cfg, train=replace(cfg.train, closer_fraction=0.5))
+    with pytest.raises(TrainingError, match="closer_fraction.*blend2flux"):
+        train_cnn(cfg, tiny_release, tmp_path / "run", seed=0, epochs=1)
+    assert not (tmp_path / "run").exists()
     keras.backend.clear_session()
 
 
@@ -540,9 +602,11 @@ def _tiny_robust():
 
     cfg = get_config("blend2flux", "tiny")
     # every step of the re-observation; knots drawn through the release's PSF, re-measured, and
-    # made of each galaxy's share of the light (the overlap included); a quieter sky
+    # made of each galaxy's share of the light (the overlap included); a quieter sky; a closer
+    # companion
     train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release",
-                    knot_light_share="isolated", quiet_fraction=0.3)  # fmt: skip
+                    knot_light_share="isolated", quiet_fraction=0.3,
+                    closer_fraction=0.3)  # fmt: skip
     return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True), train=train)
 
 

@@ -12,6 +12,18 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    stays (noise never changes a galaxy's flux). Runs first, on the blend as stored. It assumes
    noiseless stamps, as synthetic releases have; stamps of real galaxies carry their own noise,
    which the step would keep.
+0b. **A closer companion** (a share ``closer_fraction``; needs the isolated noiseless galaxies)
+   — the companion's noiseless light (its share of the noiseless blend) moved by a whole number
+   of pixels towards the central galaxy, to ``t`` (uniform in [``closer_min``, 1]) of its
+   distance, and the blend rebuilt as central + moved companion + the blend's own noise: the
+   same two galaxies, closer on the sky. Its segmentation map moves with it; the light shares
+   are those of the new pair. The truth stays (a galaxy's flux does not depend on where it
+   lies); blends whose companion has more than 0.1% of its light within the shift of the
+   stamp's edge (light that would leave the stamp, or light cut by the stamp that would come
+   into view) are left as they are. The noise stays where it was: in v1 the companion's stamp
+   carries its own noise field, so the region that field covers does not move with the galaxy.
+   Where the CNNs' error is largest, in pairs that overlap, training then has many more of them.
+   blend2flux only (blend2mask2flux's map targets would have to move too).
 1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's, or,
@@ -120,6 +132,8 @@ class AugmentSpec:
             as in the ``v1-clumpy`` track, where splitting the blend is hardest.
         quiet_fraction: share of blends observed under a quieter sky (step 0).
         quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
+        closer_fraction: share of blends whose companion is moved closer (step 0b).
+        closer_min: smallest new distance as a fraction of the pair's (uniform up to 1).
     """
 
     dihedral: bool = True
@@ -141,26 +155,35 @@ class AugmentSpec:
     knot_light_share: str = "footprint"
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
+    closer_fraction: float = 0.0
+    closer_min: float = 0.5
 
     @property
     def needs_footprints(self) -> bool:
         """Whether :class:`ReObserve` needs a second input, the truth segmentation maps (and,
         see :attr:`footprint_channels`, what the isolated galaxies give)."""
-        return self.clump_fraction > 0 or self.quiet_fraction > 0
+        return self.clump_fraction > 0 or self.needs_noiseless
+
+    @property
+    def needs_noiseless(self) -> bool:
+        """Whether a step reads the noiseless blend: a quieter sky, a closer companion."""
+        return self.quiet_fraction > 0 or self.closer_fraction > 0
 
     @property
     def needs_isolated(self) -> bool:
         """Whether that input carries what the isolated noiseless galaxies give: the light
-        shares (knots of ``knot_light_share`` "isolated") and, for a quieter sky, their sum."""
+        shares (knots of ``knot_light_share`` "isolated", a closer companion) and, for a
+        quieter sky or a closer companion, their sum."""
         return self.needs_footprints and (
-            self.knot_light_share == "isolated" or self.quiet_fraction > 0
+            self.knot_light_share == "isolated" or self.needs_noiseless
         )
 
     @property
     def footprint_channels(self) -> int:
         """Channels of the second input: the 2 maps, the 2 light shares with
-        :attr:`needs_isolated`, then the noiseless blend (counts) with ``quiet_fraction``."""
-        return 2 + 2 * self.needs_isolated + (self.quiet_fraction > 0)
+        :attr:`needs_isolated`, then the noiseless blend (counts) with
+        :attr:`needs_noiseless`."""
+        return 2 + 2 * self.needs_isolated + self.needs_noiseless
 
 
 def _reflect(x, axis: int):
@@ -493,6 +516,63 @@ def quieter_sky(x, noiseless, spec: AugmentSpec, gen):
     return _per_blend(on, noiseless + q * (x - noiseless), x)
 
 
+def _shift_matrices(shift, n: int):
+    """(batch, n, n) matrices S with S[i, j] = 1 where j = i - shift: ``S @ a`` moves the rows
+    of a by ``shift`` (batch,) whole pixels, filling with zeros."""
+    idx = ops.arange(n, dtype="int32")
+    source = ops.reshape(idx, (1, n, 1)) - ops.reshape(ops.cast(shift, "int32"), (-1, 1, 1))
+    return ops.cast(ops.equal(source, ops.reshape(idx, (1, 1, n))), "float32")
+
+
+def closer_companion(x, footprints, spec: AugmentSpec, gen):
+    """A share ``spec.closer_fraction`` of the blends with the companion moved closer (step 0b).
+
+    Args:
+        x: (batch, H, W, 1) blends, counts.
+        footprints: (batch, H, W, 5) the maps [central, companion], each galaxy's share of the
+            light and the noiseless blend, counts (``AugmentSpec.footprint_channels``).
+        spec: the augmentation (``closer_fraction``, ``closer_min``).
+        gen: the layer's ``keras.random.SeedGenerator``.
+
+    Returns:
+        The blends and their footprints (same shapes): for the chosen blends the central galaxy
+        plus the companion moved to ``t`` of its distance from pixel (H/2, W/2) (rounded to
+        whole pixels), plus the blend's noise; the others as they were.
+    """
+    n, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
+    fp = ops.cast(footprints, "float32")
+    noiseless = fp[..., -1]
+    central, companion = fp[..., 2] * noiseless, fp[..., 3] * noiseless
+    yy = ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1))
+    xx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w))
+    light = ops.sum(companion, axis=(1, 2))
+    norm = ops.maximum(light, 1e-30)
+    yc = ops.sum(companion * yy, axis=(1, 2)) / norm
+    xc = ops.sum(companion * xx, axis=(1, 2)) / norm
+    t = keras.random.uniform((n,), spec.closer_min, 1.0, seed=gen)
+    on = keras.random.uniform((n,), seed=gen) < spec.closer_fraction
+    dy, dx = ops.round((t - 1.0) * (yc - h // 2)), ops.round((t - 1.0) * (xc - w // 2))
+    sy, sx = _shift_matrices(dy, h), _shift_matrices(dx, w)
+
+    def move(image):  # (batch, H, W) moved by (dy, dx)
+        return ops.matmul(ops.matmul(sy, image), ops.transpose(sx, (0, 2, 1)))
+
+    # the light within the shift of the stamp's edge: what would leave it or come into view
+    reach = ops.reshape(ops.maximum(ops.abs(dy), ops.abs(dx)), (-1, 1, 1))
+    edge = (yy < reach) | (yy >= h - reach) | (xx < reach) | (xx >= w - reach)
+    edge_light = ops.sum(ops.where(edge, companion, 0.0), axis=(1, 2))
+    moves = ops.logical_or(ops.not_equal(dy, 0.0), ops.not_equal(dx, 0.0))
+    on = on & moves & (light > 0) & (edge_light <= 1e-3 * light)
+    moved = move(companion)
+    blend = central + moved
+    inside = blend > 0
+    safe = ops.where(inside, blend, 1.0)
+    new_fp = ops.stack([fp[..., 0], move(fp[..., 1]), ops.where(inside, central / safe, 0.0),
+                        ops.where(inside, moved / safe, 0.0), blend], axis=-1)  # fmt: skip
+    new_x = x + (blend - noiseless)[..., None]
+    return _per_blend(on, new_x, x), _per_blend(on, new_fp, fp)
+
+
 @keras.saving.register_keras_serializable(package="blendbench")
 class ReObserve(layers.Layer):
     """Training-only random re-observation: (batch, H, W, 1) counts -> same, log10 s, k.
@@ -500,7 +580,8 @@ class ReObserve(layers.Layer):
     Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied; (batch, 2),
     one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
-    zeros and zeros. With ``clump_fraction`` or ``quiet_fraction`` > 0 the layer takes a second
+    zeros and zeros. With ``clump_fraction``, ``quiet_fraction`` or ``closer_fraction`` > 0 the
+    layer takes a second
     input, the truth segmentation maps (batch, H, W, 2) of the blends and what the isolated
     galaxies give (``AugmentSpec.footprint_channels``).
     """
@@ -525,6 +606,8 @@ class ReObserve(layers.Layer):
         if self.spec.knot_light_share not in ("footprint", "isolated"):
             raise ValueError("knot_light_share must be 'footprint' or 'isolated', not "
                              f"{self.spec.knot_light_share!r}")
+        if not 0 < self.spec.closer_min <= 1:
+            raise ValueError(f"closer_min must be in (0, 1], not {self.spec.closer_min!r}")
         if not 0 < self.spec.quiet_factor <= 1:
             raise ValueError(f"quiet_factor must be in (0, 1], not {self.spec.quiet_factor!r}")
         if self.spec.knot_psf == "release" and psf is None:
@@ -551,11 +634,13 @@ class ReObserve(layers.Layer):
             return keras.random.uniform((n,), seed=gen) < p
 
         if spec.needs_footprints and footprints is None:
-            raise ValueError("ReObserve with clump_fraction or quiet_fraction > 0 needs the "
-                             "segmentation maps")
+            raise ValueError("ReObserve with clump_fraction, quiet_fraction or closer_fraction "
+                             "> 0 needs the segmentation maps")
         if spec.quiet_fraction > 0:
             # the noiseless blend is the last channel (AugmentSpec.footprint_channels)
             x = quieter_sky(x, footprints[..., -1:], spec, gen)
+        if spec.closer_fraction > 0:
+            x, footprints = closer_companion(x, footprints, spec, gen)
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
         log_knots = None
         if spec.clump_fraction > 0:

@@ -117,8 +117,8 @@ class TrainConfig:
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
             noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
             knot_light_power, knot_truth, knot_psf, knot_placement, knot_light_share,
-            quiet_fraction, quiet_factor: the
-            random re-observation of training blends on the accelerator
+            quiet_fraction, quiet_factor, closer_fraction, closer_min: the random
+            re-observation of training blends on the accelerator
             (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms
             only).
     """
@@ -154,6 +154,8 @@ class TrainConfig:
     knot_light_share: str = "footprint"
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
+    closer_fraction: float = 0.0
+    closer_min: float = 0.5
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""
@@ -363,6 +365,15 @@ CONFIGS[("blend2mask2flux", "compact-robust-split")] = replace(
 _floored_fine_tune(
     "compact-robust-quiet", {**ISOLATED_KNOTS_AUGMENTATION, "quiet_fraction": 0.3}
 )
+# compact-robust-closer: blend2flux from compact-robust-knots6's weights with knots6's knots
+# and, on half the blends, the companion moved to 0.5-1 of its distance (closer_fraction): on
+# v1-clumpy the error left is the split of pairs closer than the sum of their half-light radii,
+# which v1's training split holds few of (docs/robust-cnns.md).
+_KNOTS6_FLUX = CONFIGS[("blend2flux", "compact-robust-knots6")]
+CONFIGS[("blend2flux", "compact-robust-closer")] = replace(
+    _KNOTS6_FLUX, name="compact-robust-closer",
+    train=replace(_KNOTS6_FLUX.train, closer_fraction=0.5, closer_min=0.5),
+)  # fmt: skip
 CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
     "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
     replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),

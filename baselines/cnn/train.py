@@ -326,7 +326,7 @@ def _isolated_light(data: Path, split: str, path: Path, limit: int | None) -> Is
         return isolated_light(data, split, ids)
     except ReleaseError as err:
         raise TrainingError(
-            f"{err} (knot_light_share 'isolated' and quiet_fraction need it)"
+            f"{err} (knot_light_share 'isolated', quiet_fraction and closer_fraction need it)"
         ) from None
 
 
@@ -443,6 +443,10 @@ def train_cnn(
                 f"{path}: missing; training needs a release with train.h5 and val.h5 "
                 "(`blendbench generate --release v1 --out DIR`)"
             )
+    if augment_spec(config).closer_fraction > 0 and config.model != "blend2flux":
+        raise TrainingError(f"--config {config.name}: closer_fraction moves the companion, and "
+                            f"{config.model}'s map targets would not move with it; train "
+                            "blend2flux with it")
     knots = augment_spec(config).needs_footprints  # the knots read the truth maps
     needs = ("flux",) if config.model == "blend2flux" and not knots else ("masks", "flux")
     check_split_file(train_path, needs)
@@ -502,7 +506,7 @@ def train_cnn(
     state.update(config=config.to_dict(), seed=seed, data=str(data), release=release)
     spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
     footprints = spec.needs_footprints
-    quiet = spec.quiet_fraction > 0  # the noiseless blend as a fifth channel
+    quiet = spec.needs_noiseless  # the noiseless blend as a fifth channel
     psf = _release_psf(data) if spec.knot_psf == "release" else None
     isolated = {}
     if spec.needs_isolated:
