@@ -368,7 +368,8 @@ _floored_fine_tune(
 # compact-robust-closer: blend2flux from compact-robust-knots6's weights with knots6's knots
 # and, on half the blends, the companion moved to 0.5-1 of its distance (closer_fraction): on
 # v1-clumpy the error left is the split of pairs closer than the sum of their half-light radii,
-# which v1's training split holds few of (docs/robust-cnns.md).
+# which v1's training split holds few of. Measured: v1 4.36%, v1-clumpy 6.78% (share error 2.46
+# points; knots6: 4.37%, 6.72%, 2.43): no better (docs/robust-cnns.md).
 _KNOTS6_FLUX = CONFIGS[("blend2flux", "compact-robust-knots6")]
 CONFIGS[("blend2flux", "compact-robust-closer")] = replace(
     _KNOTS6_FLUX, name="compact-robust-closer",
