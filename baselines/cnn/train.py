@@ -506,7 +506,7 @@ def train_cnn(
     state.update(config=config.to_dict(), seed=seed, data=str(data), release=release)
     spec = augment_spec(config)  # of the run's config (a resumed run: the checkpoint's)
     footprints = spec.needs_footprints
-    quiet = spec.needs_noiseless  # the noiseless blend as a fifth channel
+    noiseless = spec.needs_noiseless  # the noiseless blend as a fifth channel
     psf = _release_psf(data) if spec.knot_psf == "release" else None
     isolated = {}
     if spec.needs_isolated:
@@ -564,11 +564,11 @@ def train_cnn(
         train_ds = BlendDataset(
             train_path, tc.batch_size, targets, shuffle=True, seed=seed, limit=limit,
             in_memory=in_memory, footprints=footprints, isolated=isolated.get("train"),
-            noiseless=quiet,
+            noiseless=noiseless,
         )  # fmt: skip
         val_ds = BlendDataset(val_path, max(64, tc.batch_size), targets, limit=limit,
                               in_memory=in_memory, footprints=footprints,
-                              isolated=isolated.get("val"), noiseless=quiet)  # fmt: skip
+                              isolated=isolated.get("val"), noiseless=noiseless)  # fmt: skip
         record["data_in_memory"] = train_ds.in_memory
         steps = len(train_ds)
         planned = state["planned_epochs"] or stage["epochs"]
