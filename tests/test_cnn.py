@@ -473,12 +473,12 @@ def test_a_closer_companion_moves_its_light_and_keeps_the_target(tiny_release, t
     np.testing.assert_allclose(new_central, central, atol=1e-5)
     np.testing.assert_array_equal(new[..., 0], fp[..., 0])
     yy, xx = np.mgrid[:128, :128]
+
+    def centre(a):
+        return np.array([(a * yy).sum(), (a * xx).sum()]) / a.sum()
+
     for i in np.flatnonzero(moved):
         light = companion[i].sum()
-
-        def centre(a):
-            return np.array([(a * yy).sum(), (a * xx).sum()]) / a.sum()
-
         # moved by whole pixels towards (64, 64), to 0.5-1 of its distance, its flux kept
         step = np.rint(centre(new_companion[i]) - centre(companion[i])).astype(int)
         assert step.any()

@@ -375,6 +375,19 @@ def _convolve(images, otf):
     return out
 
 
+def _pixel_grid(h: int, w: int):
+    """(1, H, 1) row and (1, 1, W) column indices, float32, px."""
+    return (ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1)),
+            ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w)))  # fmt: skip
+
+
+def _centroid(weight):
+    """(m,) row and (m,) column of the centroid of (m, H, W) non-negative light, px."""
+    yy, xx = _pixel_grid(weight.shape[1], weight.shape[2])
+    total = ops.maximum(ops.sum(weight, axis=(1, 2)), 1e-30)
+    return ops.sum(weight * yy, axis=(1, 2)) / total, ops.sum(weight * xx, axis=(1, 2)) / total
+
+
 def _ellipse(weight) -> dict:
     """sep's second-moment ellipse of (m, H, W) non-negative light ``weight``.
 
@@ -383,9 +396,7 @@ def _ellipse(weight) -> dict:
     (rad); ``dx``, ``dy`` (m, H, W) each pixel's offset from the centroid and ``r`` (m, H, W) its
     elliptical radius in units of the semi-axes.
     """
-    h, w = weight.shape[1], weight.shape[2]
-    yy = ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1))
-    xx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w))
+    yy, xx = _pixel_grid(weight.shape[1], weight.shape[2])
     total = ops.maximum(ops.sum(weight, axis=(1, 2)), 1e-30)
 
     def mean(v):
@@ -394,7 +405,7 @@ def _ellipse(weight) -> dict:
     def col(v):
         return ops.reshape(v, (-1, 1, 1))
 
-    xc, yc = mean(xx), mean(yy)
+    yc, xc = _centroid(weight)
     dx, dy = xx - col(xc), yy - col(yc)
     x2, y2, xy = mean(dx * dx), mean(dy * dy), mean(dx * dy)
     half_sum, half_diff = (x2 + y2) / 2, (x2 - y2) / 2
@@ -518,7 +529,8 @@ def quieter_sky(x, noiseless, spec: AugmentSpec, gen):
 
 def _shift_matrices(shift, n: int):
     """(batch, n, n) matrices S with S[i, j] = 1 where j = i - shift: ``S @ a`` moves the rows
-    of a by ``shift`` (batch,) whole pixels, filling with zeros."""
+    of a by ``shift`` (batch,) whole pixels, filling with zeros (``blending.shift_image`` on the
+    host, one shift for all; here each blend has its own, inside the compiled step)."""
     idx = ops.arange(n, dtype="int32")
     source = ops.reshape(idx, (1, n, 1)) - ops.reshape(ops.cast(shift, "int32"), (-1, 1, 1))
     return ops.cast(ops.equal(source, ops.reshape(idx, (1, 1, n))), "float32")
@@ -543,12 +555,9 @@ def closer_companion(x, footprints, spec: AugmentSpec, gen):
     fp = ops.cast(footprints, "float32")
     noiseless = fp[..., -1]
     central, companion = fp[..., 2] * noiseless, fp[..., 3] * noiseless
-    yy = ops.reshape(ops.arange(h, dtype="float32"), (1, h, 1))
-    xx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, w))
+    yy, xx = _pixel_grid(h, w)
     light = ops.sum(companion, axis=(1, 2))
-    norm = ops.maximum(light, 1e-30)
-    yc = ops.sum(companion * yy, axis=(1, 2)) / norm
-    xc = ops.sum(companion * xx, axis=(1, 2)) / norm
+    yc, xc = _centroid(companion)
     t = keras.random.uniform((n,), spec.closer_min, 1.0, seed=gen)
     on = keras.random.uniform((n,), seed=gen) < spec.closer_fraction
     dy, dx = ops.round((t - 1.0) * (yc - h // 2)), ops.round((t - 1.0) * (xc - w // 2))
@@ -581,9 +590,8 @@ class ReObserve(layers.Layer):
     one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
     zeros and zeros. With ``clump_fraction``, ``quiet_fraction`` or ``closer_fraction`` > 0 the
-    layer takes a second
-    input, the truth segmentation maps (batch, H, W, 2) of the blends and what the isolated
-    galaxies give (``AugmentSpec.footprint_channels``).
+    layer takes a second input, the truth segmentation maps (batch, H, W, 2) of the blends and
+    what the isolated galaxies give (``AugmentSpec.footprint_channels``).
     """
 
     def __init__(self, spec: AugmentSpec | dict | None = None, seed: int = 0, psf=None,

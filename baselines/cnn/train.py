@@ -443,11 +443,12 @@ def train_cnn(
                 f"{path}: missing; training needs a release with train.h5 and val.h5 "
                 "(`blendbench generate --release v1 --out DIR`)"
             )
-    if augment_spec(config).closer_fraction > 0 and config.model != "blend2flux":
+    asked = augment_spec(config)
+    if asked.closer_fraction > 0 and config.model != "blend2flux":
         raise TrainingError(f"--config {config.name}: closer_fraction moves the companion, and "
                             f"{config.model}'s map targets would not move with it; train "
                             "blend2flux with it")
-    knots = augment_spec(config).needs_footprints  # the knots read the truth maps
+    knots = asked.needs_footprints  # the knots read the truth maps
     needs = ("flux",) if config.model == "blend2flux" and not knots else ("masks", "flux")
     check_split_file(train_path, needs)
     check_split_file(val_path, needs)
