@@ -369,6 +369,46 @@ def test_knots_of_isolated_light_also_land_where_the_galaxies_overlap(light_shar
     keras.backend.clear_session()
 
 
+def test_knots_of_noiseless_light_keep_the_noise_and_are_measured_alone():
+    from baselines.cnn.augment import AugmentSpec, ReObserve
+
+    # two round Gaussian galaxies 8 px apart whose footprints (radius 9 px) overlap, in noise
+    yy, xx = np.mgrid[:128, :128]
+    gal = [30 * np.exp(-0.5 * ((yy - 64) ** 2 + (xx - cx) ** 2) / 9) / (2 * np.pi * 9)
+           for cx in (64, 72)]  # fmt: skip
+    maps = np.stack([((yy - 64) ** 2 + (xx - cx) ** 2 <= 81) for cx in (64, 72)], axis=-1)
+    noiseless = gal[0] + gal[1]
+    shares = np.stack(gal, axis=-1) / np.maximum(noiseless, 1e-30)[..., None]
+    fp = np.concatenate([maps, shares, noiseless[..., None]], axis=-1).astype("float32")
+    fp = np.repeat(fp[None], 64, axis=0)
+    clean = np.repeat(noiseless[None, ..., None].astype("float32"), 64, axis=0)
+    x = clean + 0.012 * np.random.default_rng(0).standard_normal(clean.shape).astype("float32")
+
+    def knots(noiseless_light, image):
+        spec = AugmentSpec(dihedral=False, clump_fraction=1.0, clump_flux=(0.5, 0.5),
+                           clump_count=(20, 20), knot_light_power=1.0, knot_psf_sigma_px=0.5,
+                           knot_light_share="isolated", knot_truth=True,
+                           knot_noiseless=noiseless_light)  # fmt: skip
+        assert spec.needs_noiseless == noiseless_light
+        assert spec.footprint_channels == 4 + noiseless_light  # the noiseless blend: last
+        out, log_s, _ = ReObserve(spec, seed=3)(image, fp, training=True)
+        return np.asarray(out), np.asarray(log_s)
+
+    out, log_s = knots(True, x)
+    out_clean, log_s_clean = knots(True, clean)
+    # the knots come from the noiseless light: the same knots whatever the noise, which stays
+    np.testing.assert_allclose(out - x, out_clean - clean, atol=1e-5)
+    np.testing.assert_allclose(log_s, log_s_clean, atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=1e-3)
+    # measured alone, as the truth procedure measures a galaxy, knots that follow its light
+    # hardly change its Kron flux; measured on the blend with the other's segment masked, the
+    # light moved between the masked overlap and the rest counts as flux made or lost
+    _, log_s_masked = knots(False, clean)
+    assert np.abs(log_s).max() < 0.01
+    assert log_s_masked.std() > 5 * log_s.std() and np.abs(log_s_masked).max() > 0.05
+    keras.backend.clear_session()
+
+
 def test_isolated_light_is_what_each_blend_is_made_of(tiny_release, tmp_path):
     import shutil
 
@@ -601,11 +641,11 @@ def _tiny_robust():
     from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
 
     cfg = get_config("blend2flux", "tiny")
-    # every step of the re-observation; knots drawn through the release's PSF, re-measured, and
-    # made of each galaxy's share of the light (the overlap included); a quieter sky; a closer
-    # companion
+    # every step of the re-observation; knots drawn through the release's PSF, made of each
+    # galaxy's share of its noiseless light (the overlap included) and re-measured on it alone;
+    # a quieter sky; a closer companion
     train = replace(cfg.train, **DEEP_ROBUST_AUGMENTATION, knot_truth=True, knot_psf="release",
-                    knot_light_share="isolated", quiet_fraction=0.3,
+                    knot_light_share="isolated", knot_noiseless=True, quiet_fraction=0.3,
                     closer_fraction=0.3)  # fmt: skip
     return replace(cfg, name="tiny", arch=replace(cfg.arch, noise_from_image=True), train=train)
 

@@ -39,7 +39,10 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    faint wings inside the footprint). Its truth, a Kron flux, is either kept or re-measured
    (``knot_truth``: times the ratio of the galaxy's Kron fluxes after and before,
    :func:`kron_flux`). The pixels scaled by ``1 - f`` get white noise back to their former
-   level. Runs first, on the blend as stored, so that the maps need no transform.
+   level. With ``knot_noiseless`` the light comes from the two isolated noiseless galaxies
+   instead: the knots replace part of it, the sky noise stays as it was, and each knotted
+   galaxy's Kron flux is measured alone on its stamp, as the truth procedure measures it.
+   Runs first, on the blend as stored, so that the maps need no transform.
 2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
    on the central pixel; the sky has no preferred orientation).
 3. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
@@ -130,6 +133,15 @@ class AugmentSpec:
             in proportion to the two isolated noiseless galaxies, channels 3-4 of the
             footprints input, ``data.IsolatedLight``): knots also where the galaxies overlap,
             as in the ``v1-clumpy`` track, where splitting the blend is hardest.
+        knot_noiseless: the knots come from the two isolated galaxies' noiseless light (the
+            footprints input's last channel): the light moved into knots and where they land
+            come from it, the blend's sky noise stays as it was, and a knotted galaxy's truth
+            (``knot_truth``) is re-measured on it alone, as the truth procedure measures a
+            galaxy on its isolated stamp. Without it the Kron fluxes are measured on the blend
+            with the other galaxy's segment masked, where light the knots move into or out of
+            the masked overlap is flux made or lost: on v1's validation blends, with knots
+            drawn as the ``v1-clumpy`` track draws them, +5.4% on average (scatter 6%),
+            against +0.4% measured alone (docs/robust-cnns.md).
         quiet_fraction: share of blends observed under a quieter sky (step 0).
         quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
         closer_fraction: share of blends whose companion is moved closer (step 0b).
@@ -153,6 +165,7 @@ class AugmentSpec:
     knot_psf: str = "gaussian"
     knot_placement: str = "light"
     knot_light_share: str = "footprint"
+    knot_noiseless: bool = False
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
     closer_fraction: float = 0.0
@@ -166,8 +179,13 @@ class AugmentSpec:
 
     @property
     def needs_noiseless(self) -> bool:
-        """Whether a step reads the noiseless blend: a quieter sky, a closer companion."""
-        return self.quiet_fraction > 0 or self.closer_fraction > 0
+        """Whether a step reads the noiseless blend: a quieter sky, a closer companion, knots
+        that follow the noiseless light."""
+        return (
+            self.quiet_fraction > 0
+            or self.closer_fraction > 0
+            or (self.clump_fraction > 0 and self.knot_noiseless)
+        )
 
     @property
     def needs_isolated(self) -> bool:
@@ -294,6 +312,10 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         psf_otf: with ``spec.knot_psf == "release"``, the (real, imaginary) parts of the
             PSF's discrete Fourier transform on the (H, W) grid (:func:`psf_transfer`).
 
+    With ``spec.knot_noiseless`` the footprints' last channel is the noiseless blend (counts):
+    the galaxies' light comes from it, the knots replace part of it, the noise is untouched and
+    the Kron fluxes are measured on it before and after.
+
     Returns:
         (batch, H, W, 1) blends with the same total flux per galaxy footprint, and (batch, 2)
         ``log10`` of each galaxy's Kron flux after / before the knots (0 where the galaxy got
@@ -308,7 +330,9 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     else:
         own = maps * (1.0 - ops.flip(maps, axis=-1))
     own = ops.transpose(own, (0, 3, 1, 2))  # (batch, 2, H, W): each galaxy's share of a pixel
-    light = image[:, None] * own
+    # the galaxies' light: the noiseless blend's, or the observed blend's (its noise included)
+    source = ops.cast(footprints[..., -1], "float32") if spec.knot_noiseless else image
+    light = source[:, None] * own
     total = ops.sum(light, axis=(2, 3))  # (batch, 2) counts
     on = ops.logical_and(
         keras.random.uniform((n, 2), seed=gen) < spec.clump_fraction, total > 0.0
@@ -329,22 +353,37 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     active = ops.cast(ops.arange(k_max)[None, :] < ops.reshape(count, (-1, 1)), "float32")
     knot_flux = ops.reshape(share * total / ops.cast(count, "float32"), (-1, 1)) * active
     points = ops.matmul(ops.transpose(rows * knot_flux[..., None], (0, 2, 1)), cols)
-    points = ops.sum(ops.reshape(points, (-1, 2, h, w)), axis=1)  # (batch, H, W)
+    points = ops.reshape(points, (-1, 2, h, w))  # (batch, 2, H, W): each galaxy's knots
+    # each galaxy's knots apart only where its truth is measured on it alone
+    isolated_truth = spec.knot_noiseless and spec.knot_truth
+    if not isolated_truth:
+        points = ops.sum(points, axis=1, keepdims=True)
+    flat = ops.reshape(points, (-1, h, w))
     if psf_otf is not None:
-        knots = _convolve(points, psf_otf)
+        knots = _convolve(flat, psf_otf)
     else:
-        psf = ops.full((n,), spec.knot_psf_sigma_px, dtype="float32")
-        zero = ops.zeros((n,), dtype="float32")
-        ky, _ = _gaussian_matrices(psf, zero, h)
-        kx, _ = _gaussian_matrices(psf, zero, w)
-        knots = ops.matmul(ops.matmul(ky, points), ops.transpose(kx, (0, 2, 1)))
-    moved = ops.sum(share[:, :, None, None] * light, axis=1)
+        psf = ops.full((ops.shape(flat)[0],), spec.knot_psf_sigma_px, dtype="float32")
+        ky, _ = _gaussian_matrices(psf, ops.zeros_like(psf), h)
+        kx, _ = _gaussian_matrices(psf, ops.zeros_like(psf), w)
+        knots = ops.matmul(ops.matmul(ky, flat), ops.transpose(kx, (0, 2, 1)))
+    knots = ops.reshape(knots, ops.shape(points))  # (batch, 2 or 1, H, W)
+    moved = share[:, :, None, None] * light  # (batch, 2, H, W)
+    change = ops.sum(knots, axis=1) - ops.sum(moved, axis=1)
+    log_ratio = ops.zeros((n, 2), dtype="float32")
+    if spec.knot_noiseless:
+        knotted = image + change  # noiseless light moved: the noise stays
+        if spec.knot_truth:
+            # as the truth procedure measures a galaxy: alone on its stamp, nothing masked
+            alone = ops.transpose(ops.cast(footprints[..., 2:4], "float32"), (0, 3, 1, 2))
+            alone = alone * source[:, None]
+            ratio = _kron_log_ratio(alone, alone - moved + knots, maps)
+            log_ratio = ops.where(on, ratio, 0.0)
+        return knotted[..., None], log_ratio
     # The scaled pixels' noise, sigma0 (1 - sum f own), brought back to sigma0.
     kept = 1.0 - ops.sum(share[:, :, None, None] * own, axis=1)
     refill = ops.sqrt(ops.maximum(1.0 - ops.square(kept), 0.0))
     noise = ops.reshape(sigma0, (-1, 1, 1)) * refill * keras.random.normal((n, h, w), seed=gen)
-    knotted = image - moved + knots + noise
-    log_ratio = ops.zeros((n, 2), dtype="float32")
+    knotted = image + change + noise
     if spec.knot_truth:
         log_ratio = ops.where(on, _kron_log_ratio(image, knotted, maps), 0.0)
     return knotted[..., None], log_ratio
@@ -488,15 +527,21 @@ def kron_flux(image, segment, keep):
 def _kron_log_ratio(before, after, maps):
     """(batch, 2) log10 of each galaxy's Kron flux in ``after`` over that in ``before``.
 
-    ``before``, ``after``: (batch, H, W) blends; ``maps``: (batch, H, W, 2) truth segmentation
-    maps [central, companion]. Each galaxy is measured on its own segment with the other's
-    pixels masked; a ratio outside [1/2, 2] (a measurement gone wrong, not a knot) counts as 1.
+    ``before``, ``after``: (batch, H, W) blends, each galaxy measured on its own segment with
+    the other's pixels masked; or (batch, 2, H, W) the two galaxies alone, each measured on
+    its own segment with nothing masked. ``maps``: (batch, H, W, 2) truth segmentation maps
+    [central, companion]. A ratio outside [1/2, 2] (a measurement gone wrong, not a knot)
+    counts as 1.
     """
-    n, h, w = ops.shape(before)[0], before.shape[1], before.shape[2]
+    n, h, w = ops.shape(before)[0], before.shape[-2], before.shape[-1]
     segment = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (-1, h, w))
-    keep = ops.reshape(ops.transpose(1.0 - ops.flip(maps, axis=-1), (0, 3, 1, 2)), (-1, h, w))
+    alone = len(before.shape) == 4
+    others = ops.zeros_like(maps) if alone else ops.flip(maps, axis=-1)
+    keep = ops.reshape(ops.transpose(1.0 - others, (0, 3, 1, 2)), (-1, h, w))
 
     def per_galaxy(image):
+        if alone:
+            return ops.reshape(image, (-1, h, w))
         return ops.reshape(ops.repeat(image[:, None], 2, axis=1), (-1, h, w))
 
     k0 = kron_flux(per_galaxy(before), segment, keep)

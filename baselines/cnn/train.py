@@ -326,7 +326,8 @@ def _isolated_light(data: Path, split: str, path: Path, limit: int | None) -> Is
         return isolated_light(data, split, ids)
     except ReleaseError as err:
         raise TrainingError(
-            f"{err} (knot_light_share 'isolated', quiet_fraction and closer_fraction need it)"
+            f"{err} (knot_light_share 'isolated', knot_noiseless, quiet_fraction and "
+            "closer_fraction need it)"
         ) from None
 
 
