@@ -332,8 +332,17 @@ def test_knots_placed_as_random_knots_follow_the_galaxy_size_and_shape():
     # light there is more than the galaxy's own wings
     outside = maps[0, ..., 0] == 0
     assert out[:, outside].sum(axis=1).mean() > 1.5 * galaxy[outside].sum()
+    # knots spread twice as wide: the knots' Gaussian (PSF taken out) twice as wide, same shape
+    wide = ReObserve(replace(spec, knot_spread=(2.0, 2.0)), seed=5)(x, m, training=True)[0]
+    light = np.asarray(wide)[..., 0].sum(axis=0)
+    psf2 = spec.knot_psf_sigma_px**2
+    for coord, var in ((u, 16), (v, 4)):
+        expected = 4 * (var - psf2) + psf2
+        assert abs((light * coord**2).sum() / light.sum() / expected - 1) < 0.15
     with pytest.raises(ValueError, match="knot_placement"):
         ReObserve(AugmentSpec(clump_fraction=1.0, knot_placement="random"))
+    with pytest.raises(ValueError, match="knot_spread"):
+        ReObserve(AugmentSpec(clump_fraction=1.0, knot_spread=(2.0, 1.0)))
     keras.backend.clear_session()
 
 

@@ -142,6 +142,11 @@ class AugmentSpec:
             the masked overlap is flux made or lost: on v1's validation blends, with knots
             drawn as the ``v1-clumpy`` track draws them, +5.4% on average (scatter 6%),
             against +0.4% measured alone (docs/robust-cnns.md).
+        knot_spread: with ``knot_placement`` "gaussian", the knots' Gaussian is wider than
+            the galaxy's light by a factor drawn uniformly in this range, per galaxy: knots
+            may reach beyond the smooth light. The ``v1-clumpy`` track shears a round Gaussian
+            of a disc's face-on half-light radius to the disc's axis ratio ``q``, so a disc's
+            knots spread ``1 / sqrt(q)`` wider than its light (docs/robust-cnns.md).
         quiet_fraction: share of blends observed under a quieter sky (step 0).
         quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
         closer_fraction: share of blends whose companion is moved closer (step 0b).
@@ -166,6 +171,7 @@ class AugmentSpec:
     knot_placement: str = "light"
     knot_light_share: str = "footprint"
     knot_noiseless: bool = False
+    knot_spread: tuple[float, float] = (1.0, 1.0)
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
     closer_fraction: float = 0.0
@@ -341,8 +347,11 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     k_max = int(spec.clump_count[1])
     count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
     if spec.knot_placement == "gaussian":
+        spread = None
+        if tuple(spec.knot_spread) != (1.0, 1.0):
+            spread = keras.random.uniform((2 * n,), *spec.knot_spread, seed=gen)
         pixel = _gaussian_knot_pixels(
-            ops.reshape(light, (-1, h, w)), k_max, spec.knot_psf_sigma_px, gen
+            ops.reshape(light, (-1, h, w)), k_max, spec.knot_psf_sigma_px, gen, spread
         )
     else:  # with probability ~ light ** power (pixels at or below zero: never)
         positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
@@ -460,14 +469,14 @@ def _ellipse(weight) -> dict:
     return {"xc": xc, "yc": yc, "a": a, "b": b, "theta": theta, "dx": dx, "dy": dy, "r": r}
 
 
-def _gaussian_knot_pixels(light, k_max: int, psf_sigma: float, gen):
+def _gaussian_knot_pixels(light, k_max: int, psf_sigma: float, gen, spread=None):
     """(m, K) flat pixel indices of knots drawn as GalSim's ``RandomKnots`` draws them.
 
     A Gaussian with the galaxy's half-light radius, axis ratio and angle, centred on it: the
     half-light radius is that of the (m, H, W) light in elliptical apertures of its
     second-moment ellipse, less the PSF (``psf_sigma`` px, subtracted in quadrature, since the
-    knots are drawn through it afterwards). Positions are rounded to the nearest pixel and kept
-    on the stamp.
+    knots are drawn through it afterwards), times ``spread`` (m,) where given. Positions are
+    rounded to the nearest pixel and kept on the stamp.
     """
     m, h, w = ops.shape(light)[0], light.shape[1], light.shape[2]
     weight = ops.maximum(light, 0.0)
@@ -486,6 +495,8 @@ def _gaussian_knot_pixels(light, k_max: int, psf_sigma: float, gen):
     z = keras.random.normal((m, k_max, 2), seed=gen)
     u = z[..., 0] * intrinsic(e["a"])[:, None]
     v = z[..., 1] * intrinsic(e["b"])[:, None]
+    if spread is not None:
+        u, v = u * spread[:, None], v * spread[:, None]
     cos, sin = ops.cos(e["theta"])[:, None], ops.sin(e["theta"])[:, None]
     x = ops.clip(ops.round(e["xc"][:, None] + u * cos - v * sin), 0, w - 1)
     y = ops.clip(ops.round(e["yc"][:, None] + u * sin + v * cos), 0, h - 1)
@@ -659,6 +670,10 @@ class ReObserve(layers.Layer):
         if self.spec.knot_light_share not in ("footprint", "isolated"):
             raise ValueError("knot_light_share must be 'footprint' or 'isolated', not "
                              f"{self.spec.knot_light_share!r}")
+        lo, hi = self.spec.knot_spread
+        if not 0 < lo <= hi:
+            raise ValueError(f"knot_spread must be a range (low, high), 0 < low <= high, not "
+                             f"{self.spec.knot_spread!r}")  # fmt: skip
         if not 0 < self.spec.closer_min <= 1:
             raise ValueError(f"closer_min must be in (0, 1], not {self.spec.closer_min!r}")
         if not 0 < self.spec.quiet_factor <= 1:

@@ -117,8 +117,8 @@ class TrainConfig:
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
             noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
             knot_light_power, knot_truth, knot_psf, knot_placement, knot_light_share,
-            knot_noiseless, quiet_fraction, quiet_factor, closer_fraction, closer_min: the random
-            re-observation of training blends on the accelerator
+            knot_noiseless, knot_spread, quiet_fraction, quiet_factor, closer_fraction,
+            closer_min: the random re-observation of training blends on the accelerator
             (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms
             only).
     """
@@ -153,6 +153,7 @@ class TrainConfig:
     knot_placement: str = "light"
     knot_light_share: str = "footprint"
     knot_noiseless: bool = False
+    knot_spread: tuple[float, float] = (1.0, 1.0)
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
     closer_fraction: float = 0.0
@@ -360,6 +361,16 @@ _floored_fine_tune("compact-robust-knots8", NOISELESS_KNOTS_AUGMENTATION)
 _floored_fine_tune(
     "compact-robust-quiet-knots8", {**NOISELESS_KNOTS_AUGMENTATION, "quiet_fraction": 0.3}
 )
+# compact-robust-knots9: a cycle from knots8's weights with knots8's knots placed as the
+# v1-clumpy track's GalSim RandomKnots place them (knot_placement "gaussian") and spread 1-2 times
+# wider than the galaxy's light (knot_spread): the track shears a round Gaussian of a disc's
+# face-on half-light radius to the disc's axis ratio q, so its knots reach 1 / sqrt(q) beyond the
+# disc's light; on v1's validation blends, knots6 reads knots spread so 1.7 points worse
+# (docs/robust-cnns.md).
+SPREAD_KNOTS_AUGMENTATION = {
+    **NOISELESS_KNOTS_AUGMENTATION, "knot_placement": "gaussian", "knot_spread": (1.0, 2.0)
+}
+_floored_fine_tune("compact-robust-knots9", SPREAD_KNOTS_AUGMENTATION)
 # compact-robust-split: blend2mask2flux from compact-robust-knots2's weights, knots6's knots and
 # the aperture flux split by the maps as the flux net's reference (split_aperture): the flux
 # inside the maps grows with the survey's depth, and knots2 read v1-noise-low 3.6% too bright.
