@@ -355,7 +355,9 @@ _floored_fine_tune("compact-robust-knots7", ISOLATED_KNOTS_AUGMENTATION, learnin
 # flux made or lost: on v1's validation blends, with the clumpy track's knots, +5.4% on average
 # (scatter 6%), where measured alone +0.4% (the track's knots change its galaxies' truth by
 # +0.05% on average) (docs/robust-cnns.md). compact-robust-quiet-knots8: the same for
-# blend2mask2flux, with compact-robust-quiet's quieter sky, from its weights.
+# blend2mask2flux, with compact-robust-quiet's quieter sky, from its weights (not trained here).
+# Measured (blend2flux): v1 4.44%, v1-clumpy 6.77% (knots6: 4.37%, 6.72%): a truer target does
+# not move the split.
 NOISELESS_KNOTS_AUGMENTATION = {**ISOLATED_KNOTS_AUGMENTATION, "knot_noiseless": True}
 _floored_fine_tune("compact-robust-knots8", NOISELESS_KNOTS_AUGMENTATION)
 _floored_fine_tune(
@@ -365,8 +367,8 @@ _floored_fine_tune(
 # v1-clumpy track's GalSim RandomKnots place them (knot_placement "gaussian") and spread 1-2 times
 # wider than the galaxy's light (knot_spread): the track shears a round Gaussian of a disc's
 # face-on half-light radius to the disc's axis ratio q, so its knots reach 1 / sqrt(q) beyond the
-# disc's light; on v1's validation blends, knots6 reads knots spread so 1.7 points worse
-# (docs/robust-cnns.md).
+# disc's light; on v1's validation blends, knots6 reads knots spread so 1.7 points worse.
+# Measured: best validation MAPE 5.34%, v1-clumpy 6.96%: worse (docs/robust-cnns.md).
 SPREAD_KNOTS_AUGMENTATION = {
     **NOISELESS_KNOTS_AUGMENTATION, "knot_placement": "gaussian", "knot_spread": (1.0, 2.0)
 }
