@@ -730,6 +730,9 @@ def test_time_budget_plan_ignores_the_compiling_epoch_and_can_grow_again():
     assert plan_epochs(40, 3, 560, [100.0, 40.0, 40.0]) == 17
     assert plan_epochs(12, 3, 10_000, [100.0, 40.0, 40.0]) == 12  # the config's maximum
     assert plan_epochs(40, 5, -3, [100.0, 40.0]) == 5  # out of time: stop now
+    # a plan that has run to its end (its cosine at zero) is not extended, one still running is
+    assert plan_epochs(40, 8, 500, [100.0, 40.0], planned=8) == 8
+    assert plan_epochs(40, 7, 500, [100.0, 40.0], planned=8) == 19
 
 
 def test_larger_batches_scale_the_learning_rate_by_the_square_root():

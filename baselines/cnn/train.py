@@ -372,14 +372,21 @@ def _stage_setup(model: keras.Model, config: CNNConfig, stage: str, seed: int, p
     return keras.Model(inputs, outputs), losses, weights, metrics, ("masks", "flux")
 
 
-def plan_epochs(max_epochs: int, done: int, left_s: float, epoch_seconds: list[float]) -> int:
+def plan_epochs(
+    max_epochs: int, done: int, left_s: float, epoch_seconds: list[float],
+    planned: int | None = None,
+) -> int:  # fmt: skip
     """Epochs a stage should end at, given ``left_s`` seconds of budget after ``done`` epochs.
 
     The duration of an epoch is the median of this process's epochs but the first, which also
     compiled the training step (the first alone when it is all there is), so the plan can grow
-    again once steady epochs show it was pessimistic. Never below ``done``, never above
+    again once steady epochs show it was pessimistic, but not once the previous plan
+    (``planned``) has run to its end: its cosine has decayed to zero, and a longer plan would
+    raise the learning rate again for an epoch of its tail. Never below ``done``, never above
     ``max_epochs``.
     """
+    if planned is not None and done >= planned:
+        return done
     steady = float(np.median(epoch_seconds[1:] or epoch_seconds))
     fit_more = int(max(0.0, left_s) // max(steady, 1e-3))
     return max(done, min(max_epochs, done + fit_more))
@@ -636,7 +643,7 @@ def train_cnn(
                 if stage["budget_s"] is not None:  # plan the epochs that still fit
                     left = stage["budget_s"] - elapsed()
                     planned = plan_epochs(
-                        stage["epochs"], state["stage_epoch"], left, epoch_seconds
+                        stage["epochs"], state["stage_epoch"], left, epoch_seconds, planned
                     )
                     state["planned_epochs"] = planned
                     if left <= 0:
