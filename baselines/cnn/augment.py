@@ -377,10 +377,10 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         knots = ops.matmul(ops.matmul(ky, flat), ops.transpose(kx, (0, 2, 1)))
     knots = ops.reshape(knots, ops.shape(points))  # (batch, 2 or 1, H, W)
     moved = share[:, :, None, None] * light  # (batch, 2, H, W)
-    change = ops.sum(knots, axis=1) - ops.sum(moved, axis=1)
+    moved_sum, knots_sum = ops.sum(moved, axis=1), ops.sum(knots, axis=1)
     log_ratio = ops.zeros((n, 2), dtype="float32")
     if spec.knot_noiseless:
-        knotted = image + change  # noiseless light moved: the noise stays
+        knotted = image - moved_sum + knots_sum  # noiseless light moved: the noise stays
         if spec.knot_truth:
             # as the truth procedure measures a galaxy: alone on its stamp, nothing masked
             alone = ops.transpose(ops.cast(footprints[..., 2:4], "float32"), (0, 3, 1, 2))
@@ -392,7 +392,7 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     kept = 1.0 - ops.sum(share[:, :, None, None] * own, axis=1)
     refill = ops.sqrt(ops.maximum(1.0 - ops.square(kept), 0.0))
     noise = ops.reshape(sigma0, (-1, 1, 1)) * refill * keras.random.normal((n, h, w), seed=gen)
-    knotted = image + change + noise
+    knotted = image - moved_sum + knots_sum + noise
     if spec.knot_truth:
         log_ratio = ops.where(on, _kron_log_ratio(image, knotted, maps), 0.0)
     return knotted[..., None], log_ratio
