@@ -355,9 +355,9 @@ _floored_fine_tune("compact-robust-knots7", ISOLATED_KNOTS_AUGMENTATION, learnin
 # flux made or lost: on v1's validation blends, with the clumpy track's knots, +5.4% on average
 # (scatter 6%), where measured alone +0.4% (the track's knots change its galaxies' truth by
 # +0.05% on average) (docs/robust-cnns.md). compact-robust-quiet-knots8: the same for
-# blend2mask2flux, with compact-robust-quiet's quieter sky, from its weights (not trained here).
-# Measured (blend2flux): v1 4.44%, v1-clumpy 6.77% (knots6: 4.37%, 6.72%): a truer target does
-# not move the split.
+# blend2mask2flux, with compact-robust-quiet's quieter sky, from its weights.
+# Measured: blend2flux v1 4.44%, v1-clumpy 6.77% (knots6: 4.37%, 6.72%); blend2mask2flux
+# v1-clumpy 6.57% (quiet: 6.54%): a truer target does not move the split.
 NOISELESS_KNOTS_AUGMENTATION = {**ISOLATED_KNOTS_AUGMENTATION, "knot_noiseless": True}
 _floored_fine_tune("compact-robust-knots8", NOISELESS_KNOTS_AUGMENTATION)
 _floored_fine_tune(
