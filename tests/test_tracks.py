@@ -133,6 +133,41 @@ def test_clumpy_track_keeps_total_flux_and_adds_knots(tracks, mini_release):
     assert np.all(moved[same] > 0.05) and np.median(moved[same]) > 0.25
 
 
+def _axis_rms(image: np.ndarray) -> np.ndarray:
+    """Light-weighted rms offset from the light's centre along x and y, px."""
+    y, x = np.indices(image.shape)
+    w = image / image.sum()
+    return np.array([np.sqrt((w * (v - (w * v).sum()) ** 2).sum()) for v in (x, y)])
+
+
+@pytest.mark.parametrize("morphology", ["disc", "bulge+disc"])
+def test_knots_of_an_inclined_disc_stay_on_the_disc(morphology):
+    # Seen at 75 degrees, a disc is 0.26 times as wide as long; a round cloud of knots sheared to
+    # that shape keeps its area, so it must start sqrt(q) times the disc's face-on size to cover
+    # the disc and not reach 1 / sqrt(q) = 2 times beyond both of its axes.
+    import galsim
+
+    from challenge.pipeline.sources.synthetic import GalaxyModel, _clumps, _profile
+
+    disc = GalaxyModel(morphology, mag=20.0, hlr_arcsec=0.6, q=0.8, beta_deg=0.0,
+                       bulge_fraction=0.2 * (morphology == "bulge+disc"),
+                       inclination_deg=75.0)  # fmt: skip
+    knots = dataclasses.replace(disc, clump_fraction=0.5, n_clumps=4000, clump_seed=7)
+
+    def draw(obj):  # point-like knots need a (small) PSF to be drawn
+        psf = galsim.Gaussian(sigma=0.03)
+        return galsim.Convolve(obj, psf).drawImage(nx=256, ny=256, scale=0.03).array
+
+    rms_disc = _axis_rms(draw(_profile(disc, 1.0)))
+    rms_knots = _axis_rms(draw(_clumps(knots, 1.0)))
+    ratio = rms_knots / rms_disc  # (along the major axis, along the minor axis)
+    # a Gaussian cloud is narrower than an exponential of the same half-light radius (0.82x in
+    # rms); 1 / sqrt(q) wider gives 1.6. A bulge (axis ratio 0.8) rounds a bulge+disc's light,
+    # so only its major axis is compared.
+    axes = 2 if morphology == "disc" else 1
+    assert np.all((ratio[:axes] > 0.7) & (ratio[:axes] < 1.0)), ratio
+
+
 def test_psf_track_records_a_sharper_psf(tracks, mini_release):
     with h5py.File(tracks["psf"] / "galaxies.h5") as f, h5py.File(
         mini_release / "galaxies.h5"

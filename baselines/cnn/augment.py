@@ -144,9 +144,8 @@ class AugmentSpec:
             against +0.4% measured alone (docs/robust-cnns.md).
         knot_spread: with ``knot_placement`` "gaussian", the knots' Gaussian is wider than
             the galaxy's light by a factor drawn uniformly in this range, per galaxy: knots
-            may reach beyond the smooth light. The ``v1-clumpy`` track shears a round Gaussian
-            of a disc's face-on half-light radius to the disc's axis ratio ``q``, so a disc's
-            knots spread ``1 / sqrt(q)`` wider than its light (docs/robust-cnns.md).
+            may reach beyond the smooth light (as a disc's knots did, ``1 / sqrt(q)`` wider
+            than its light, in version 1.0 of the ``v1-clumpy`` track: docs/robust-cnns.md).
         quiet_fraction: share of blends observed under a quieter sky (step 0).
         quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
         closer_fraction: share of blends whose companion is moved closer (step 0b).

@@ -365,10 +365,11 @@ _floored_fine_tune(
 )
 # compact-robust-knots9: a cycle from knots8's weights with knots8's knots placed as the
 # v1-clumpy track's GalSim RandomKnots place them (knot_placement "gaussian") and spread 1-2 times
-# wider than the galaxy's light (knot_spread): the track shears a round Gaussian of a disc's
-# face-on half-light radius to the disc's axis ratio q, so its knots reach 1 / sqrt(q) beyond the
-# disc's light; on v1's validation blends, knots6 reads knots spread so 1.7 points worse.
-# Measured: best validation MAPE 5.34%, v1-clumpy 6.96%: worse (docs/robust-cnns.md).
+# wider than the galaxy's light (knot_spread): version 1.0 of the track sheared a round Gaussian
+# of a disc's face-on half-light radius to the disc's axis ratio q, so its knots reached
+# 1 / sqrt(q) beyond the disc's light (1.1 keeps them on the disc); on v1's validation blends,
+# knots6 reads knots spread so 1.7 points worse.
+# Measured: best validation MAPE 5.34%, v1-clumpy 1.0 6.96%: worse (docs/robust-cnns.md).
 SPREAD_KNOTS_AUGMENTATION = {
     **NOISELESS_KNOTS_AUGMENTATION, "knot_placement": "gaussian", "knot_spread": (1.0, 2.0)
 }

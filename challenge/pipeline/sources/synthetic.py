@@ -181,14 +181,21 @@ def with_clumps(model: GalaxyModel, rng: np.random.Generator) -> GalaxyModel:
 
 
 def _clumps(model: GalaxyModel, flux: float) -> galsim.GSObject:
-    """Knots carrying ``flux`` counts, following the galaxy's size, axis ratio and angle."""
-    q = model.q
+    """Knots carrying ``flux`` counts, following the galaxy's size, axis ratio and angle.
+
+    The knots are a round Gaussian cloud sheared to the galaxy's axis ratio ``q``. A shear keeps
+    the area, so the round cloud's half-light radius is the galaxy's ``hlr * sqrt(q)`` wherever
+    ``hlr`` is the face-on size of a disc seen inclined (major axis ``hlr``, minor ``q * hlr``);
+    a Sérsic or irregular galaxy's ``hlr`` is already that of its sheared profile.
+    """
+    q, r = model.q, model.hlr_arcsec
     if model.morphology in ("disc", "bulge+disc"):
         # A thin inclined disc looks like an ellipse of axis ratio cos(i).
         q = max(float(np.cos(np.radians(model.inclination_deg))), 0.1)
+        r = model.hlr_arcsec * np.sqrt(q)
     knots = galsim.RandomKnots(
         npoints=model.n_clumps,
-        half_light_radius=model.hlr_arcsec,
+        half_light_radius=r,
         flux=flux,
         rng=galsim.BaseDeviate(model.clump_seed),
     )
