@@ -303,6 +303,14 @@ def _gaussian_matrices(sigma, shift, n: int):
     return ops.exp(-0.5 * ops.square((offsets - d) / s)) / norm, gain
 
 
+def isolated_galaxies(footprints):
+    """(batch, 2, H, W) the two isolated noiseless galaxies [central, companion], counts: each
+    one's share of the light (channels 2-3 of the footprints) times the noiseless blend (the
+    last channel; ``AugmentSpec.footprint_channels``)."""
+    fp = ops.cast(footprints, "float32")
+    return ops.transpose(fp[..., 2:4] * fp[..., -1:], (0, 3, 1, 2))
+
+
 def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     """Move a share of each chosen galaxy's light into star-forming knots (step 1 above).
 
@@ -382,8 +390,7 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         knotted = image - moved_sum + knots_sum  # noiseless light moved: the noise stays
         if spec.knot_truth:
             # as the truth procedure measures a galaxy: alone on its stamp, nothing masked
-            alone = ops.transpose(ops.cast(footprints[..., 2:4], "float32"), (0, 3, 1, 2))
-            alone = alone * source[:, None]
+            alone = isolated_galaxies(footprints)
             ratio = _kron_log_ratio(alone, alone - moved + knots, maps)
             log_ratio = ops.where(on, ratio, 0.0)
         return knotted[..., None], log_ratio
@@ -609,7 +616,8 @@ def closer_companion(x, footprints, spec: AugmentSpec, gen):
     n, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
     fp = ops.cast(footprints, "float32")
     noiseless = fp[..., -1]
-    central, companion = fp[..., 2] * noiseless, fp[..., 3] * noiseless
+    galaxies = isolated_galaxies(fp)
+    central, companion = galaxies[:, 0], galaxies[:, 1]
     yy, xx = _pixel_grid(h, w)
     light = ops.sum(companion, axis=(1, 2))
     yc, xc = _centroid(companion)
