@@ -12,10 +12,18 @@ blend ids, the stamp size) and returns the order that aligns it with the truth. 
 :class:`~challenge.contract.errors.SubmissionError` with a message naming the file, the field, the
 first offending blend ids and the fix; no malformed input gets through, and none raises anything
 else.
+
+A submission is read from its own files only (:func:`own_file`, :func:`containment_problem`): a
+prediction file or ``submission.toml`` must be a regular file inside the submission folder (a
+symbolic link is followed only to a file inside it), and an HDF5 file may not reach other files
+through external links, virtual datasets or external raw storage outside the folder, nor need
+filters other than HDF5's built-in ones. Such refusals never quote the other file's path or bytes.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,12 @@ MAX_LISTED = 5  # offending blend ids quoted in a message
 MAX_CHUNK_BYTES = 64 * 2**20  # HDF5 decompresses a whole chunk to read any part of it
 MAX_FLUX = 1e30  # counts; beyond it the metrics overflow (a galaxy of mag -45 at zero point 30)
 MIN_FLUX = 1e-30  # counts; a non-zero value closer to 0 underflows flux / truth (mag ~100)
+# HDF5 filter ids every h5py build decodes (deflate, shuffle, fletcher32, szip, nbit,
+# scaleoffset, and h5py's own lzf); any other id needs a plugin loaded from disk
+BUILTIN_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+                   6: "scaleoffset", 32000: "lzf"}
+MAX_LINKS = 10_000  # links walked in an HDF5 file before any of it is read
+OWN_FILES = "a submission is read from its own files only"
 
 FORMAT_HELP = """\
 A submission is one prediction file (plus an optional submission.toml next to it).
@@ -137,17 +151,218 @@ def _err(path: Path, field: str | None, what: str, fix: str) -> SubmissionError:
     return SubmissionError(f"{where}{what}; {fix}", field=field)
 
 
+def _shown(name: str, limit: int = 60) -> str:
+    """A name taken from a file as one short line (control characters escaped)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# a submission is its own files only
+
+
+def own_file(path: Path, root: Path) -> tuple[Path, os.stat_result]:
+    """The real path and status of ``path`` if it is a regular file of the submission folder.
+
+    Args:
+        path: a file of the submission (a prediction file, ``submission.toml``).
+        root: the submission folder, resolved (``folder.resolve()``).
+
+    Returns:
+        ``(real, st)``: the fully resolved path to open and its :func:`os.stat` result.
+
+    Raises:
+        SubmissionError: ``path`` is missing, a symbolic link whose target is not a file inside
+            ``root``, or not a regular file (a directory, FIFO, socket, device). The message
+            names ``path``, never the link's target.
+    """
+    fix = f"copy the file itself into the submission folder ({OWN_FILES})"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise _err(path, None, "no such file", "give the path of your predictions") from None
+    except OSError as err:
+        raise _err(path, None, f"cannot be read ({err.strerror})", fix) from None
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        raise _err(path, None, "a symbolic link that cannot be followed", fix) from None
+    link = stat.S_ISLNK(st.st_mode)
+    if not real.is_relative_to(root):
+        raise _err(path, None, "a symbolic link that points outside the submission folder"
+                   if link else "outside the submission folder", fix)
+    if link:
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise _err(path, None, "a symbolic link to a file that does not exist", fix) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _err(path, None, "not a regular file (a directory, FIFO, socket or device)",
+                   "write the predictions as a regular file")
+    return real, st
+
+
+def _file_inside(base: Path, name: str | bytes, root: Path) -> Path | None:
+    """The resolved regular file an HDF5 file at ``base`` names as ``name`` (relative to
+    ``base``), or None if it is missing or not inside ``root``."""
+    target = Path(os.fsdecode(name))
+    target = target if target.is_absolute() else base / target
+    try:
+        real = target.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not real.is_relative_to(root):
+        return None
+    try:
+        return real if stat.S_ISREG(os.stat(real).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _plain_source(src, name: str) -> str | None:
+    """Why dataset ``name`` of the open file ``src`` cannot be a virtual dataset's source, or
+    None. HDF5 looks up a source's own external files in the working directory, so a source
+    must hold its data itself."""
+    import h5py
+
+    ds = src.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        return "a virtual dataset whose source dataset is missing"
+    if ds.is_virtual or ds.external:
+        return "a virtual dataset whose source is itself a virtual or external dataset"
+    return None
+
+
+def _source_problem(f, vs, root: Path, seen: set[Path]) -> str | None:
+    """Why a virtual dataset's source ``vs`` (of the open file ``f``) is not the submission's
+    own, or None: it must be a plain dataset of this file, or of an HDF5 file inside ``root``
+    that passes :func:`containment_problem` with plain datasets only."""
+    import h5py
+
+    if vs.file_name == ".":
+        return _plain_source(f, vs.dset_name)
+    if "%" in vs.file_name or "%" in vs.dset_name:
+        return "a virtual dataset whose source names a pattern of files"
+    if os.environ.get("HDF5_VDS_PREFIX"):
+        return "a virtual dataset whose source file cannot be checked (HDF5_VDS_PREFIX is set)"
+    real = _file_inside(Path(f.filename).parent, vs.file_name, root)
+    if real is None:
+        return "a virtual dataset whose source file is missing or outside the submission folder"
+    if real == Path(f.filename):
+        return _plain_source(f, vs.dset_name)
+    try:
+        with h5py.File(real, "r") as src:
+            if real not in seen:
+                seen.add(real)
+                if containment_problem(src, root, seen, nested=True) is not None:
+                    return "a virtual dataset whose source file refers to other files"
+            return _plain_source(src, vs.dset_name)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return "a virtual dataset whose source file is not a readable HDF5 file"
+
+
+def _dataset_problem(f, ds, root: Path, seen: set[Path], nested: bool) -> str | None:
+    """Why dataset ``ds`` of the open file ``f`` reads outside the submission, or None
+    (``nested``: ``f`` is a virtual dataset's source file, whose datasets must be plain)."""
+    if nested and (ds.is_virtual or ds.external):
+        return "a virtual or external dataset in a virtual dataset's source file"
+    if ds.is_virtual:
+        for vs in ds.virtual_sources():
+            problem = _source_problem(f, vs, root, seen)
+            if problem is not None:
+                return problem
+    external = ds.external or ()
+    if external and os.environ.get("HDF5_EXTFILE_PREFIX"):
+        return "an external dataset whose raw file cannot be checked (HDF5_EXTFILE_PREFIX is set)"
+    for name, _offset, _size in external:
+        if _file_inside(Path(f.filename).parent, name, root) is None:
+            return "an external dataset whose raw file is missing or outside the submission folder"
+    dcpl = ds.id.get_create_plist()
+    for i in range(dcpl.get_nfilters()):
+        code = int(dcpl.get_filter(i)[0])
+        if code not in BUILTIN_FILTERS:
+            return f"compressed with filter {code}, not one of HDF5's built-in filters"
+    return None
+
+
+def containment_problem(f, root: Path, seen: set[Path] | None = None,
+                        nested: bool = False) -> tuple[str | None, str, str] | None:
+    """The first link or dataset of an open HDF5 file that reaches outside the submission.
+
+    Every link is walked (external links are listed, never followed) and every dataset checked
+    before any data is read. Refused: an external or user-defined link anywhere; a virtual
+    dataset whose source is another file that is not an HDF5 file inside ``root`` passing the
+    same checks (with plain datasets only); external raw storage in a file not inside ``root``;
+    a filter not in :data:`BUILTIN_FILTERS`. Soft links are kept: they name objects of the
+    same file.
+
+    Args:
+        f: an open ``h5py.File``, opened by its resolved path.
+        root: the submission folder, resolved.
+        seen: files already checked (virtual sources that name each other).
+        nested: ``f`` is a virtual dataset's source file.
+
+    Returns:
+        ``(field, what, fix)`` for :func:`_err`, or None if the file reads nothing but itself
+        and the submission's own files.
+    """
+    import h5py
+
+    seen = set() if seen is None else seen
+    seen.add(Path(f.filename))
+    links: list[tuple[bytes, int]] = []
+
+    def visit(name: bytes, info) -> bool | None:
+        links.append((name, info.type))
+        return True if len(links) > MAX_LINKS else None
+
+    f.id.links.visit(visit, info=True)
+    if len(links) > MAX_LINKS:
+        return (None, f"more than {MAX_LINKS:,} links",
+                "write only blend_id, flux and the optional datasets (see `blendbench format`)")
+    for raw, kind in links:
+        name = _shown(raw.decode("utf-8", "replace"))
+        if kind == h5py.h5l.TYPE_EXTERNAL:
+            return (name, "a link whose target cannot be opened (an external link, to "
+                    "another file)", f"write '{name}' as a dataset in this file ({OWN_FILES})")
+        if kind not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
+            return (name, "a link whose target cannot be opened (a user-defined link)",
+                    f"write '{name}' as a dataset in this file")
+    datasets: list[str] = []
+
+    def visit_object(name: bytes, info) -> None:
+        if info.type == h5py.h5o.TYPE_DATASET:
+            datasets.append(name.decode("utf-8", "surrogateescape"))
+
+    h5py.h5o.visit(f.id, visit_object, info=True)
+    for n in datasets:
+        problem = _dataset_problem(f, _open_dataset(f, n), root, seen, nested)
+        if problem is not None:
+            name = _shown(n)
+            fix = (f"write '{name}' with compression='gzip' (optionally shuffle, fletcher32)"
+                   if problem.startswith("compressed") else
+                   f"write '{name}' into this file (h5py: f['{name}'] = array), not as a "
+                   f"virtual or external dataset ({OWN_FILES})")
+            return name, problem, fix
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # submission.toml
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The content of a ``submission.toml`` (an empty dict if the file does not exist)."""
+def read_metadata(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """The content of a ``submission.toml`` (an empty dict if the file does not exist).
+
+    ``root`` is the submission folder (default: the file's folder); the file must be a regular
+    file inside it (see :func:`own_file`).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
+    real, _ = own_file(path, Path(path).parent.resolve() if root is None else root)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(real.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise _err(path, None, f"not valid TOML ({err})",
                    "fix the syntax (see `blendbench format`)") from None
@@ -298,8 +513,8 @@ def _dataset(path: Path, f, name: str, required: bool):
                        "(see `blendbench format`)")
         return None
     try:
-        ds = f[name]
-    except (KeyError, OSError) as err:  # a dangling soft or external link
+        ds = _open_dataset(f, name)
+    except (KeyError, OSError) as err:  # a dangling soft link
         raise _err(path, name, f"a link whose target cannot be opened ({err})",
                    f"write '{name}' as a dataset in this file") from None
     if not isinstance(ds, h5py.Dataset):
@@ -315,16 +530,33 @@ def _dataset(path: Path, f, name: str, required: bool):
             raise _err(path, name, f"chunks {ds.chunks} of {chunk_bytes / 2**20:,.0f} MiB each, "
                        f"at most {MAX_CHUNK_BYTES // 2**20} MiB are read",
                        "write smaller chunks, e.g. chunks=(64, 2, 128, 128) for masks")
-    problem = storage_problem(ds, path)
+    problem = storage_problem(ds, Path(f.filename))
     if problem is not None:
         raise _err(path, name, problem, f"write '{name}' into this file (h5py: f['{name}'] = "
                    "array), not as a virtual or external dataset")
     return ds
 
 
+def _open_dataset(f, name: str):
+    """``f[name]``; a dataset is opened with its external and virtual-source files looked up
+    next to ``f`` (HDF5 would look in the working directory too)."""
+    import h5py
+
+    try:
+        kind = f.get(name, getclass=True)
+    except (RuntimeError, OSError, KeyError):  # a dangling soft link: f[name] says so
+        kind = None
+    if kind is not h5py.Dataset:
+        return f[name]
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_efile_prefix(b"${ORIGIN}")
+    dapl.set_virtual_prefix(b"${ORIGIN}")
+    return h5py.Dataset(h5py.h5d.open(f.id, name.encode("utf-8", "surrogateescape"), dapl))
+
+
 def _declared_shape(f, name: str) -> tuple[int, ...] | None:
     try:
-        return getattr(f.get(name), "shape", None)
+        return getattr(_open_dataset(f, name), "shape", None) if name in f else None
     except (KeyError, OSError, ValueError):
         return None  # a broken link: _dataset names it
 
@@ -349,15 +581,37 @@ def _check_declared(path: Path, f, expect: tuple[int, int] | None) -> None:
                    "on the stamp grid of test_blends.h5")
 
 
-def _read_hdf5(path: Path, expect: tuple[int, int] | None = None) -> dict[str, Any]:
+def _same_file(f, st: os.stat_result) -> bool:
+    """Whether the open HDF5 file ``f`` is the file whose status is ``st`` (a file swapped
+    after it was checked is not)."""
+    try:
+        handle = f.id.get_vfd_handle()
+    except (OSError, ValueError, TypeError, AttributeError):
+        return True  # a driver without a descriptor: the checks on the path stand
+    if not isinstance(handle, int) or handle < 0:
+        return True
+    opened = os.fstat(handle)
+    return (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _read_hdf5(path: Path, expect: tuple[int, int] | None = None, *,
+               root: Path | None = None) -> dict[str, Any]:
     import h5py
 
+    root = path.parent.resolve() if root is None else root
+    real, st = own_file(path, root)
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(real, "r")
     except (OSError, ValueError) as err:
         raise _err(path, None, f"not a readable HDF5 file ({_first_line(err)})",
                    "re-write it with h5py (is it truncated or still being copied?)") from None
     with f:
+        if not _same_file(f, st):
+            raise _err(path, None, "changed while it was being opened",
+                       "score it again once it is written")
+        problem = containment_problem(f, root)
+        if problem is not None:
+            raise _err(path, *problem)
         _check_declared(path, f, expect)
         ids_ds = _dataset(path, f, "blend_id", True)
         ids = _check_ids(path, ids_ds[()] if ids_ds.ndim == 0 else ids_ds[:])
@@ -424,10 +678,12 @@ def _first_line(err: BaseException, limit: int = 200) -> str:
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
-def _read_table(path: Path) -> dict[str, Any]:
+def _read_table(path: Path, *, root: Path | None = None) -> dict[str, Any]:
     import warnings
 
     from astropy.table import Table
+
+    real, _ = own_file(path, path.parent.resolve() if root is None else root)
 
     kwargs: dict[str, Any] = {}
     name = path.name.lower()
@@ -442,7 +698,7 @@ def _read_table(path: Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings(record=True) as caught:  # astropy WARNING lines
             warnings.simplefilter("always")
-            table = Table.read(path, **kwargs)
+            table = Table.read(real, **kwargs)
     except Exception as err:  # astropy raises many types for unreadable input
         raise _err(path, None, f"not a table astropy can read ({_first_line(err)})",
                    "write predictions.h5, or a CSV, ECSV or FITS table with columns blend_id, "
@@ -487,10 +743,16 @@ def _read_table(path: Path) -> dict[str, Any]:
 
 
 def find_prediction_file(folder: Path) -> Path:
-    """The prediction file of a submission folder (``predictions.h5`` first)."""
+    """The prediction file of a submission folder (``predictions.h5`` first).
+
+    Raises:
+        SubmissionError: no prediction file, or the first one present is not a regular file
+            of the folder (see :func:`own_file`).
+    """
     folder = Path(folder)
     for name in PREDICTION_NAMES:
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
+            own_file(folder / name, folder.resolve())
             return folder / name
     raise SubmissionError(
         f"{folder}: no prediction file; write one of {', '.join(PREDICTION_NAMES)} "
@@ -513,21 +775,26 @@ def read_submission(path: str | Path, *, name: str | None = None,
 
     Raises:
         SubmissionError: for any problem, with a message naming the file, the field, the first
-            offending blend ids and the fix.
+            offending blend ids and the fix. Only the submission's own files are read: the
+            prediction file and ``submission.toml`` must be regular files of its folder (a
+            symbolic link only to a file inside it), and an HDF5 file may not reach any other
+            file (see :func:`containment_problem`).
     """
     path = Path(path)
     if path.is_dir():
         folder, path = path, find_prediction_file(path)
     else:
         folder = path.parent
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise SubmissionError(f"{path}: no such file; give the path of your predictions")
-    meta = read_metadata(folder / METADATA_FILE)
+    root = folder.resolve()
+    real, _ = own_file(path, root)
+    meta = read_metadata(folder / METADATA_FILE, root)
     try:
-        if path.suffix.lower() in HDF5_SUFFIXES or _is_hdf5(path):
-            data = _read_hdf5(path, expect)
+        if path.suffix.lower() in HDF5_SUFFIXES or _is_hdf5(real):
+            data = _read_hdf5(path, expect, root=root)
         else:
-            data = _read_table(path)
+            data = _read_table(path, root=root)
     except SubmissionError:
         raise
     except MemoryError:
