@@ -4,8 +4,8 @@ Uses the system's Chromium and chromedriver (Debian: ``apt-get install chromium 
 through selenium (``pip install selenium``, in the ``[test]`` extra); nothing is downloaded and the
 browser starts offline, with a fresh empty profile. From the repository's root::
 
-    python docs/leaderboard_screenshot.py leaderboard/leaderboard.html \
-        --width 1400 --out leaderboard/figures/leaderboard-1400.png
+    python docs/leaderboard_screenshot.py leaderboard/v1/leaderboard.html \
+        --width 1400 --out leaderboard/v1/figures/leaderboard-1400.png
 
 ``--width`` is the viewport width in CSS px (pixel ratio 1; below 600 px the page is laid out as
 on a phone, so its viewport meta tag counts). The image runs down to the end of the table
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python docs/leaderboard_screenshot.py",
         description="Screenshot a leaderboard page with the system's headless Chromium.")
-    parser.add_argument("page", type=Path, help="the HTML file, e.g. leaderboard/leaderboard.html")
+    parser.add_argument("page", type=Path,
+                        help="the HTML file, e.g. leaderboard/v1/leaderboard.html")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--width", type=int, default=1400, help="viewport width in CSS px")
     parser.add_argument("--full-page", action="store_true",

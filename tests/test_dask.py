@@ -318,9 +318,9 @@ def test_baseline_scarlet2_and_cnn_take_a_scheduler(tiny_release, tmp_path):
     both = runner.invoke(app, ["baseline", "scarlet2", "--data", str(tiny_release), "--out",
                                str(tmp_path / "s"), "--workers", "2", "--scheduler", "local:2"])
     assert "give one of them" in _one_error_line(both)
-    weights = Path(__file__).resolve().parents[1] / "submissions" / "blend2flux-compact"
+    weights = Path(__file__).resolve().parents[1] / "submissions" / "v1" / "blend2flux"
     if not (weights / "model.keras").is_file():
-        pytest.skip("the committed blend2flux-compact weights are not in this checkout")
+        pytest.skip("the committed blend2flux weights are not in this checkout")
     flux = {}
     for name, extra in (("one", []), ("two", ["--scheduler", "local:2"])):
         result = runner.invoke(app, ["baseline", "blend2flux", "--weights",

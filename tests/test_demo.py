@@ -7,21 +7,22 @@ from typer.testing import CliRunner
 from challenge.cli import app
 from challenge.contract.errors import ReleaseError
 from challenge.reports.leaderboard import generalisation_gap
+from challenge.reports.references import NAMES as REFERENCE_NAMES
 
 runner = CliRunner()
 
 
-def test_demo_generates_scores_and_prints_the_leaderboard(tmp_path):
+def test_demo_generates_and_ranks_the_references(tmp_path):
     folder = tmp_path / "mini"
     result = runner.invoke(app, ["demo", "--folder", str(folder)])
     assert result.exit_code == 0, result.output
     for name in ("figures/blends_test.png", "figures/galaxies.png",
-                 "submissions/sep/predictions.h5", "submissions/oracle/predictions.h5",
                  "leaderboard/leaderboard.md", "leaderboard/leaderboard.html"):
         assert (folder / name).is_file(), name
     assert "oracle" in result.output and "sep" in result.output
     board = pd.read_csv(folder / "leaderboard" / "leaderboard.csv")
     assert board.loc[board["rank"] == 1, "name"].item() == "oracle"
+    assert board["reference"].all() and set(REFERENCE_NAMES) <= set(board["name"])
     again = runner.invoke(app, ["demo", "--folder", str(folder)])  # cached, verified, re-scored
     assert again.exit_code == 0 and "using cached" in again.output
     assert pd.read_csv(folder / "leaderboard" / "leaderboard.csv").equals(board)

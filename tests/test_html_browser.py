@@ -64,9 +64,9 @@ def driver():
 
 def _expected(df, col: str, ascending: bool) -> list[str]:
     """The column's cell texts in the order the page must show: by number (or text for the
-    method and hardware columns), missing values last either way."""
+    text columns), missing values last either way."""
     texts = [L._cells(row, [col])[0] for _, row in df.iterrows()]
-    if col in ("name", "hardware"):
+    if col in L.TEXT_COLUMNS:
         keys = [None if t == "–" else t.lower() for t in texts]
     else:
         values = df[NUMBER_OF.get(col, col)].astype(float)

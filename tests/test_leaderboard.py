@@ -106,9 +106,15 @@ def test_build_leaderboard(setup, tmp_path):
     out = tmp_path / "lb"
     md = (out / "leaderboard.md").read_text()
     assert "| 1 | good |" in md and "Skipped" in md and "old" in md
-    header = next(ln for ln in md.splitlines() if ln.startswith("| # |"))
+    main, full = md.split("## Full table")
+    header = next(ln for ln in main.splitlines() if ln.startswith("| # |"))
+    assert header.endswith("| training time | test-set inference time | hardware | what it is |")
+    good_row = next(ln for ln in main.splitlines() if ln.startswith("| 1 | good |"))
+    assert good_row.endswith("| 1 h | 2.2 min | – | – |")
+    assert "(detections only)" not in main and "sep (detections only)" in full
+    header = next(ln for ln in full.splitlines() if ln.startswith("| # |"))
     assert header.endswith("| training time | test-set inference time |")
-    good_row = next(ln for ln in md.splitlines() if ln.startswith("| 1 | good |"))
+    good_row = next(ln for ln in full.splitlines() if ln.startswith("| 1 | good |"))
     assert good_row.endswith("| 1 h | 2.2 min |")
     csv = pd.read_csv(out / "leaderboard.csv")
     assert list(csv["name"]) == names
@@ -269,6 +275,7 @@ def test_html_page_is_static_sortable_and_captioned(setup, tmp_path):
     assert '<td data-sort="3600.0">1 h</td>' in good  # training time: seconds, not "1 h"
     assert '<td data-sort="131.14">2.2 min</td>' in good
     assert sep.endswith('<td data-sort="">–</td><td data-sort="">–</td></tr>')  # missing
+    assert '<td class="text about" data-sort="">–</td>' in sep  # no one-line description
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -374,3 +381,21 @@ def test_method_colours_do_not_depend_on_the_other_methods():
     assert with_refs["sep"] == with_refs["sep (detections only)"] == method_colors(["sep"])["sep"]
     many = method_colors([f"method-{i}" for i in range(12)] + ["oracle", "sep"])
     assert len(set(many.values())) == 14  # no two methods of one figure share a colour
+
+
+def test_references_are_marked_take_their_names_first_and_keep_their_release(setup, tmp_path):
+    folder, subs, _ = setup
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "good").symlink_to(subs / "good", target_is_directory=True)
+    out = tmp_path / "lb"
+    df = build_leaderboard(folder, subs, out, references_dir=refs, n_boot=20)
+    good = df[df["name"] == "good"]
+    assert len(good) == 1 and good["reference"].item()
+    skipped = {s["name"]: s["reason"] for s in df.attrs["skipped"]}
+    assert "already taken by a reference" in skipped["good"]
+    md = (out / "leaderboard.md").read_text()
+    assert "| good ★ |" in md and "★ a reference method" in md
+    release = df["release"].iloc[0]
+    with pytest.raises(L.ReleaseError, match=f"holds the leaderboard of release {release!r}"):
+        L.check_replace(out, "another")

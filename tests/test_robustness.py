@@ -84,8 +84,8 @@ def world(tmp_path_factory):
     u = {m: rng.uniform(0.5, 1.5, (N, 2)) for m in BASE_SCALE}
     sign = np.where(rng.random((N, 2)) < 0.5, -1.0, 1.0)
     for m, s in BASE_SCALE.items():
-        submit(subs, m, "hand", ids, flux * (1 + sign * s * u[m]))
-    submit(subs, "d", "hand", ids, flux * 1.5)  # only an invalid track submission
+        submit(subs / "hand", m, "hand", ids, flux * (1 + sign * s * u[m]))
+    submit(subs / "hand", "d", "hand", ids, flux * 1.5)  # only an invalid track submission
     for name, rows in ROWS.items():
         pairs = make_track(base, rel / name, name, rows)
         for m, f in TRACK_FACTOR[name].items():
@@ -131,7 +131,7 @@ def test_ratio_is_the_mape_ratio_on_the_shared_blend_ids(world, report):
     assert rep.base == "hand" and rep.columns[:2] == ["hand-psf", "hand-noise"]
     # the base interval on the shared ids is the one of scoring the subset directly
     truth = load_truth(world["rel"] / "hand")
-    sub = read_submission(world["subs"] / "a")
+    sub = read_submission(world["subs"] / "hand" / "a")
     sc = score(sub.subset(np.arange(25)), truth.subset(np.arange(25)), n_boot=200)
     r = _cell(rep, "a", "hand-psf")
     assert [r["base_mape_lo"], r["base_mape_hi"]] == pytest.approx(sc.ci95["both"]["mape"])
@@ -254,7 +254,7 @@ def test_find_tracks(world):
 def test_no_track_is_an_error(world, tmp_path):
     subs = tmp_path / "submissions"
     truth = load_truth(world["rel"] / "hand")
-    submit(subs, "a", "hand", truth.blend_id, truth.flux)
+    submit(subs / "hand", "a", "hand", truth.blend_id, truth.flux)
     with pytest.raises(ReleaseError, match="no track to compare with hand"):
         build_robustness(world["rel"] / "hand", subs, tmp_path / "out", n_boot=0)
 

@@ -14,6 +14,7 @@ from challenge.cli import (  # noqa: F401  (each module registers its commands)
     cnn,
     demo,
     peers,
+    references,
     release,
     run,
     scoring,

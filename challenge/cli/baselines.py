@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from challenge.cli.base import app, console, err_console, plain, user_errors
+from challenge.contract.workspace import submission_out
 
 baseline_app = typer.Typer(
     help="Run a reference method and write its submission folder.", no_args_is_help=True
@@ -70,11 +71,14 @@ def _n_test(data: Path) -> int:
 @user_errors
 def sep_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(Path("submissions/sep"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
 ) -> None:
     """SExtractor (sep) cold/hot, as in the paper; records the detection case per blend."""
+    out = out or submission_out(data, "sep")
     from baselines.sep_baseline import describe_cases, run_sep_baseline
     from challenge.pipeline.workers import describe, resolve_parallel
 
@@ -96,11 +100,14 @@ def sep_cmd(
 @user_errors
 def oracle_cmd(
     data: Path = typer.Option(..., help="a generated synthetic release folder"),
-    out: Path = typer.Option(Path("submissions/oracle"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
 ) -> None:
     """The noise-floor oracle: true noiseless neighbour subtracted, then the truth procedure."""
+    out = out or submission_out(data, "oracle")
     from baselines.oracle import run_oracle
     from challenge.pipeline.workers import resolve_parallel
 

@@ -14,6 +14,7 @@ from challenge.cli.base import app, console, err_console, user_errors
 from challenge.cli.baselines import baseline_app, scheduler_option, with_progress, workers_option
 from challenge.contract.errors import import_extra
 from challenge.contract.release import DEFAULT_SEED
+from challenge.contract.workspace import submission_out
 
 MODEL_HELP = "blend2flux or blend2mask2flux"
 
@@ -158,7 +159,9 @@ def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int,
 def blend2flux_cmd(
     weights: Path = typer.Option(..., help="model.keras written by `blendbench train`"),
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(Path("submissions/blend2flux"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     batch_size: int = typer.Option(64, help="blends per forward pass"),
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
     workers: int = workers_option(1),
@@ -166,6 +169,7 @@ def blend2flux_cmd(
     copy: bool = COPY_WEIGHTS,
 ) -> None:
     """blend2flux (Boucaud et al. 2019): a conv net from the blend to the two fluxes."""
+    out = out or submission_out(data, "blend2flux")
     _baseline("blend2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
 
 
@@ -174,8 +178,8 @@ def blend2flux_cmd(
 def blend2mask2flux_cmd(
     weights: Path = typer.Option(..., help="model.keras written by `blendbench train`"),
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(
-        Path("submissions/blend2mask2flux"), help="submission folder to write"
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
     ),
     batch_size: int = typer.Option(64, help="blends per forward pass"),
     tta: bool = typer.Option(True, help="average over the 8 dihedral transforms"),
@@ -184,6 +188,7 @@ def blend2mask2flux_cmd(
     copy: bool = COPY_WEIGHTS,
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
+    out = out or submission_out(data, "blend2mask2flux")
     _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
 
 
@@ -195,13 +200,16 @@ def cnn_ensemble_cmd(
         "blend2mask2flux may mix)"
     ),
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(Path("submissions/cnn-ensemble"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     batch_size: int = typer.Option(64, help="blends per forward pass"),
     tta: bool = typer.Option(True, help="average each member over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
 ) -> None:
     """Trained CNNs averaged (mean log10 flux; maps from the members that make them)."""
+    out = out or submission_out(data, "cnn-ensemble")
     _run_cnn_baseline("cnn-ensemble", data, tta, workers, scheduler,
                       lambda predict, advance, parallel: predict.write_ensemble_submission(
                           weights, data, out, batch_size, tta, progress=advance,

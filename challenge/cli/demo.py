@@ -1,7 +1,8 @@
 """``blendbench demo``: the main job on the embedded default, end to end.
 
-mini release (generated once, then verified) -> montages -> reference baselines on its test
-blends -> leaderboard. Each step is a library call; this module only chains and prints them.
+mini release (generated once, then verified) -> montages -> its leaderboard: the reference
+submissions of ``submissions/mini/`` beside the user's own in ``releases/mini/submissions/``.
+Each step is a library call; this module only chains and prints them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,8 @@ from pathlib import Path
 import typer
 
 from challenge.cli.base import app, console, user_errors
-from challenge.cli.baselines import with_progress
-from challenge.cli.cnn import _import_cnn
 from challenge.cli.release import _print_verify, run_generate
 from challenge.cli.scoring import print_leaderboard
-from challenge.contract.errors import MissingExtraError
-from challenge.contract.release import resolve_release
 
 DEMO_DIR = Path("releases") / "mini"
 
@@ -33,57 +30,13 @@ def demo_release(folder: Path = DEMO_DIR) -> Path:
     return folder
 
 
-# Trained reference CNNs committed in the project, run on the demo release when present.
-CNN_WEIGHTS = {
-    "blend2flux-compact": ("blend2flux", Path("submissions/blend2flux-compact/model.keras")),
-    "blend2mask2flux-compact": (
-        "blend2mask2flux",
-        Path("submissions/blend2mask2flux-compact/model.keras"),
-    ),
-}
-
-
-def run_reference_baselines(folder: Path, submissions: Path) -> None:
-    """sep, the oracle and the committed CNNs on the release's test blends (cached)."""
-    from baselines.oracle import run_oracle
-    from baselines.sep_baseline import run_sep_baseline
-
-    workers = min(2, os.cpu_count() or 1)
-    for name, run in (("sep", run_sep_baseline), ("oracle", run_oracle)):
-        out = submissions / name
-        if (out / "predictions.h5").is_file():
-            console.print(f"using cached {out}")
-            continue
-        _, elapsed = with_progress(
-            name,
-            resolve_release(folder)[1].spec.n_blends["test"],
-            lambda advance, run=run, out=out: run(folder, out, workers, progress=advance),
-        )
-        console.print(f"{name}: wrote {out} in {elapsed:.1f} s")
-    for name, (model, weights) in CNN_WEIGHTS.items():
-        out = submissions / name
-        if (out / "predictions.h5").is_file():
-            continue
-        if not weights.is_file():
-            console.print(f"skipped {name}: no weights at {weights} (run `blendbench demo` from "
-                          "the repository root, or train them with `blendbench train`)",
-                          highlight=False)
-            continue
-        try:
-            predict = _import_cnn("baselines.cnn.predict", f"the {name} row")
-        except MissingExtraError as err:
-            console.print(f"skipped {name}: {err}", highlight=False)
-            continue
-        _, summary = predict.write_cnn_submission(model, weights, folder, out, tta=False)
-        console.print(f"{name}: wrote {out} in {summary['inference_s']:.1f} s ({weights})")
-
-
 @app.command()
 @user_errors
 def demo(
     folder: Path = typer.Option(DEMO_DIR, help="where the mini release is cached"),
 ) -> None:
-    """Generate the mini release, draw its montages, run the baselines, print the leaderboard."""
+    """Generate the mini release, draw its montages, print its leaderboard with the references."""
+    from challenge.contract.workspace import references_dir
     from challenge.pipeline import montage
     from challenge.reports.leaderboard import build_leaderboard
 
@@ -91,8 +44,15 @@ def demo(
     figures = folder / "figures"
     console.print(f"wrote {montage.blend_montage(folder, figures / 'blends_test.png')}")
     console.print(f"wrote {montage.galaxy_montage(folder, figures / 'galaxies.png')}")
+    references = references_dir("mini")
     submissions = folder / "submissions"
-    run_reference_baselines(folder, submissions)
+    if references is None:
+        console.print("no reference submissions for mini here (they come with the repository); "
+                      "ranking only your own", highlight=False)
+        submissions.mkdir(parents=True, exist_ok=True)
     out = folder / "leaderboard"
-    df = build_leaderboard(folder, submissions, out)
+    df = build_leaderboard(folder, submissions, out, references_dir=references)
     print_leaderboard(df, f"mini leaderboard (sep truth), written to {out}/")
+    console.print(f"next: put your method's submission in {submissions}/ (e.g. `blendbench run "
+                  f"my_method.py:predict --data {folder}`) and run `blendbench leaderboard "
+                  f"--data {folder}`", highlight=False)

@@ -15,17 +15,21 @@ from challenge.cli.baselines import (
     with_progress,
     workers_option,
 )  # fmt: skip
+from challenge.contract.workspace import submission_out
 
 
 @baseline_app.command("photutils")
 @user_errors
 def photutils_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(Path("submissions/photutils"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
 ) -> None:
     """photutils: segmentation, multi-threshold + watershed deblending, Kron fluxes."""
+    out = out or submission_out(data, "photutils")
     from baselines.photutils_method import run_photutils_baseline
     from baselines.sep_baseline import describe_cases
     from challenge.pipeline.workers import describe, resolve_parallel
@@ -49,7 +53,9 @@ def photutils_cmd(
 @user_errors
 def scarlet2_cmd(
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(Path("submissions/scarlet2"), help="submission folder to write"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the release and the submission folder (checkpoints)"),
     resume: bool = typer.Option(
@@ -71,6 +77,7 @@ def scarlet2_cmd(
     model fractions; every batch is checkpointed, so an interrupted run continues with
     --resume.
     """
+    out = out or submission_out(data, "scarlet2")
     from baselines.scarlet_method import ScarletSettings, run_scarlet_baseline
     from baselines.sep_baseline import describe_cases
     from challenge.pipeline.workers import describe, resolve_parallel

@@ -8,6 +8,7 @@ import typer
 
 from challenge.cli.base import app, console, err_console, user_errors
 from challenge.cli.baselines import with_progress
+from challenge.contract.workspace import submission_out
 
 
 @app.command("run")
@@ -17,8 +18,12 @@ def run_cmd(
         ..., help="MODULE:CALLABLE or path/to/file.py:CALLABLE of the method (see README)"
     ),
     data: Path = typer.Option(..., help="a generated release folder"),
-    out: Path = typer.Option(..., help="submission folder to write"),
-    name: str = typer.Option(None, help="submission name (default: the folder's name)"),
+    out: Path | None = typer.Option(
+        None, help="submission folder to write (default: RELEASE/submissions/NAME)"
+    ),
+    name: str = typer.Option(
+        None, help="submission name (default: the --out folder's name, else the callable's)"
+    ),
     workers: int = typer.Option(
         None, help="worker processes on this machine (default 1: this process); the method must "
         "be defined at module level for > 1; the same as --scheduler local:N"
@@ -45,6 +50,9 @@ def run_cmd(
     from challenge.pipeline.workers import resolve_parallel
 
     parallel = resolve_parallel(workers, scheduler, 1)
+    if out is None:
+        out = submission_out(data, name or method.rsplit(":", 1)[-1].replace("_", "-"))
+    out = out.absolute()  # the method may change directory
     func = load_method(method)
     context = release_context(data)
     n = resolve_release(data)[1].spec.n_blends["test"]

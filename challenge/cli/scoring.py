@@ -208,10 +208,23 @@ def compare_cmd(
 @user_errors
 def leaderboard_cmd(
     data: str | None = typer.Option(None, "--data", help="release folder or shipped release"),
-    submissions: Path = typer.Option(
-        Path("submissions"), "--submissions", help="folder with one sub-folder per submission"
+    submissions: Path | None = typer.Option(
+        None, "--submissions", help="folder with one sub-folder per submission (default: "
+        "<release folder>/submissions)"
     ),
-    out: Path = typer.Option(Path("leaderboard"), "--out", help="output folder"),
+    references: Path | None = typer.Option(
+        None, "--references", help="reference submissions ranked beside them (default: the "
+        "repository's submissions/<release>/)"
+    ),
+    no_references: bool = typer.Option(
+        False, "--no-references", help="rank only --submissions, without the references"
+    ),
+    references_only: bool = typer.Option(
+        False, "--references-only", help="rank only the references, without --submissions"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="output folder (default: <release folder>/leaderboard)"
+    ),
     track: str = typer.Option(
         "release", "--track", help="release (score --data) or candels2019 (the paper's data)"
     ),
@@ -229,7 +242,7 @@ def leaderboard_cmd(
     if track == "candels2019":
         from challenge.reports.candels2019 import build_candels_track
 
-        path, _, table = build_candels_track(out, n_boot=n_boot)
+        path, _, table = build_candels_track(out or Path("releases") / "candels2019", n_boot=n_boot)
         print_candels(table)
         console.print(f"written to {path} (with the selections explained)")
         return
@@ -237,9 +250,29 @@ def leaderboard_cmd(
         raise ReleaseError(f"--track {track!r}: choose release or candels2019")
     if data is None:
         raise ReleaseError("--data is required: a release folder or a shipped release (v1)")
+    from challenge.contract.workspace import (
+        leaderboard_dir,
+        references_dir,
+        release_name,
+        submissions_dir,
+    )
     from challenge.reports.leaderboard import build_leaderboard
 
-    df = build_leaderboard(data, submissions, out, truth=truth, n_boot=n_boot, seed=seed)
+    if references_only and (no_references or submissions is not None):
+        raise ReleaseError("--references-only ranks the references alone; drop --submissions "
+                           "and --no-references")
+    if submissions is not None and not submissions.is_dir():
+        raise ReleaseError(f"--submissions {submissions}: no submissions folder; put one folder "
+                           "per method in it (see `blendbench format`)")
+    if submissions is None and not references_only:
+        submissions = submissions_dir(data)
+    if no_references:
+        references = None
+    elif references is None:
+        references = references_dir(release_name(data))
+    out = out or leaderboard_dir(data)
+    df = build_leaderboard(data, submissions, out, references_dir=references, truth=truth,
+                           n_boot=n_boot, seed=seed)
     print_leaderboard(df, f"leaderboard ({truth} truth), written to {out}/")
     if compare_to is not None:
         from challenge.reports.leaderboard import generalisation_gap
@@ -258,11 +291,14 @@ def leaderboard_cmd(
 @user_errors
 def robustness_cmd(
     base: str = typer.Option("v1", "--base", help="base release: a name (v1) or a folder"),
-    submissions: Path = typer.Option(
-        Path("submissions"), "--submissions",
-        help="<method>/ folders for the base, <track>/<method>/ for each track",
+    submissions: Path | None = typer.Option(
+        None, "--submissions",
+        help="<release>/<method>/ folders for the base and each track (default: the "
+        "repository's reference submissions/)",
     ),
-    out: Path = typer.Option(Path("leaderboard/robustness"), "--out", help="output folder"),
+    out: Path | None = typer.Option(
+        None, "--out", help="output folder (default: releases/<base>/robustness)"
+    ),
     tracks: str | None = typer.Option(
         None, "--tracks",
         help="comma-separated track names or release folders (default: every sub-folder of "
@@ -282,6 +318,10 @@ def robustness_cmd(
         names = [t.strip() for t in tracks.split(",") if t.strip()]
         if not names:
             raise ReleaseError(f"--tracks {tracks!r}: name at least one track, e.g. v1-psf")
+    from challenge.contract.workspace import REFERENCES
+
+    submissions = submissions or REFERENCES
+    out = out or Path("releases") / Path(base).name / "robustness"
     rep = build_robustness(base, submissions, out, tracks=names, releases_dir=releases,
                            n_boot=n_boot, seed=seed)
     print_robustness(rep)
@@ -393,9 +433,12 @@ def print_leaderboard(df, title: str) -> None:
 
     from rich.cells import cell_len
 
+    from challenge.reports.leaderboard import REFERENCE_MARK, main_rows
+
     rows = []
-    for _, r in df.iterrows():
-        rows.append([str(r["rank"]), str(r["name"]), str(r["n"]), _f(r["mape"], ".2f"),
+    for _, r in main_rows(df).iterrows():
+        name = str(r["name"]) + (REFERENCE_MARK if r.get("reference") is True else "")
+        rows.append([str(r["rank"]), name, str(r["n"]), _f(r["mape"], ".2f"),
                      f"[{_f(r['mape_lo'], '.2f')}, {_f(r['mape_hi'], '.2f')}]",
                      _f(r["bias"], "+.3f"), _f(r["scatter"], ".3f"),
                      _f(r["outlier_fraction"], ".1f", 100), str(r.get("inference_time") or "–")])
@@ -423,6 +466,9 @@ def print_leaderboard(df, title: str) -> None:
         r[1] = "\n".join(textwrap.wrap(r[1], width, break_on_hyphens=True)) or r[1]
         table.add_row(*r)
     console.print(table)
+    if "reference" in df.columns and df["reference"].any():
+        console.print("★ reference method; the full table, with the (detections only) rows, is "
+                      "in leaderboard.md", highlight=False)
     _warn(df.attrs.get("warnings", []))
     for s in df.attrs.get("skipped", []):
         err_console.print(

@@ -17,6 +17,8 @@ import h5py
 import numpy as np
 import tomli_w
 
+from challenge.contract.workspace import check_replace
+
 
 @dataclass
 class SubmissionMetadata:
@@ -51,6 +53,8 @@ def write_submission(
 ) -> Path:
     """Write ``out/predictions.h5`` and ``out/submission.toml`` atomically; returns ``out``.
 
+    A folder that holds another release's submission is refused (:func:`check_replace`).
+
     Args:
         blend_id: (n,) int64 test blend ids.
         flux: (n, 2) float64 [central, companion] in counts (<= 0 means "not detected").
@@ -60,6 +64,7 @@ def write_submission(
             3 more than two), for methods that detect sources.
     """
     out = Path(out)
+    check_replace(out, meta.release)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

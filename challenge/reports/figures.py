@@ -33,11 +33,13 @@ ROLE_COLORS = {"central": "#1f77b4", "companion": "#d62728", "both": "#444444"}
 # from the name (not from the order of the methods) for the others.
 METHOD_COLORS = {
     "oracle": "#444444", "sep": "#1f77b4", "photutils": "#ff7f0e", "scarlet2": "#2ca02c",
-    "blend2flux-compact": "#d62728", "blend2mask2flux-compact": "#9467bd",
-    "blend2mask2flux-compact-end-to-end": "#8c564b",
+    "blend2flux": "#d62728", "blend2mask2flux": "#9467bd",
+    "blend2mask2flux-end-to-end": "#8c564b", "blend2flux-robust": "#e377c2",
+    "blend2mask2flux-robust": "#17becf", "cnn-ensemble-robust": "#bcbd22",
 }
-_OTHER_COLORS = ("#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31",
-                 "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
+_OTHER_COLORS = ("#7f7f7f", "#393b79", "#637939", "#8c6d31",
+                 "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
+                 "#ad494a", "#8ca252", "#6b6ecf")
 
 
 def method_colors(names: list[object]) -> dict[str, str]:

@@ -7,10 +7,12 @@ fail validation, are listed as skipped with the reason.
 
 Rows: one per submission, plus ``NAME (detections only)`` for a submission that declares a per-blend
 ``detection`` case (scored with the paper's selection: central when the case is 0 or 2, companion
-when it is 1 or 2). Rank: total MAPE (central + companion), with its 95% bootstrap interval. When
-``submissions/sep/`` has a ``detection`` dataset, every row also gets the MAPE on the blends where
-that sep run found exactly two sources and on the others (under- or over-deblended), as Fig. 6 of
-the paper. When the release has model fluxes, every row also gets the model-truth MAPE.
+when it is 1 or 2). Rank: total MAPE (central + companion), with its 95% bootstrap interval.
+When the submission named ``sep`` has a ``detection`` dataset, every row also gets the MAPE on
+the blends where that sep run found exactly two sources and on the others (under- or
+over-deblended), as Fig. 6 of the paper. When the release has model fluxes, every row also gets
+the model-truth MAPE. The ranking shown first holds one row per submission; the full table below
+it every view. Rows of reference submissions (``submissions/<release>/``) are marked ★.
 
 The set of files (``leaderboard.md``, ``.csv``, ``.html``, ``figures/*.png``) is replaced as a
 whole: it is written into a new sibling folder, together with hard links to everything else in the
@@ -51,6 +53,8 @@ from challenge.contract.submission import (
     read_metadata,
     read_submission,
 )
+from challenge.contract.workspace import check_replace
+from challenge.reports.references import REFERENCE_SET
 from challenge.scoring.scores import (
     N_BOOT,
     Score,
@@ -83,11 +87,18 @@ COLUMNS = {  # column -> (header, format) for Markdown / HTML
     "mape_sep_other": ("MAPE, sep ≠ 2 sources %", ".2f"),
     "params": ("params", "s"), "hardware": ("hardware", "s"),
     "training_time": ("training time", "s"), "inference_time": ("test-set inference time", "s"),
+    "method": ("what it is", "s"),
 }
+# The ranking shown first: one row per submission (its "all galaxies" view), the columns an
+# outsider reads; the full table (every view and column) follows it in leaderboard.md.
+MAIN_COLUMNS = ("rank", "name", "mape", "mape_ci", "bias", "scatter", "outlier_fraction", "iou",
+                "params", "training_time", "inference_time", "hardware", "method")
+REFERENCE_MARK = " ★"
+REFERENCE_NOTE = "★ a reference method of the kit (`submissions/<release>/`)."
 # The number behind a column shown as text: the HTML table sorts by it (missing values last).
 SORT_KEYS = {"mape_ci": "mape_lo", "params": "n_params", "training_time": "training_time_s",
              "inference_time": "inference_time_s"}
-TEXT_COLUMNS = ("name", "hardware")  # sorted as text; every other column as a number
+TEXT_COLUMNS = ("name", "hardware", "method")  # sorted as text; every other column as a number
 # Figure file -> what it shows (the HTML page's caption and alt text).
 FIGURES = {
     "leaderboard_mape.png":
@@ -119,6 +130,7 @@ class Entry:
     score: Score
     order: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    reference: bool = False
 
 
 def _duration(seconds: float) -> str:
@@ -176,7 +188,16 @@ def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
             out["n_params" if key == "params" else f"{key}_s"] = (
                 math.nan if number is None else number)
         out[key] = str(value).strip()
+    out["hardware"] = _short_hardware(out["hardware"])
     return out
+
+
+def _short_hardware(text: str, limit: int = 32) -> str:
+    """The hardware's first item (``"AMD EPYC x2 cores"`` of ``"AMD EPYC x2 cores, keras 3.15
+    (tensorflow); ..."``), cut to ``limit`` characters."""
+    first = re.split(r"[,;]", text.replace("(R)", "").replace("(TM)", ""),
+                     maxsplit=1)[0].strip() or text.strip()
+    return first if len(first) <= limit else first[:limit - 1].rstrip() + "…"
 
 
 def is_submission_folder(folder: Path) -> bool:
@@ -201,20 +222,38 @@ def _row(name: str, view: str, sc: Score, meta: dict[str, Any]) -> dict[str, Any
     }
 
 
-def score_folders(truth: Truth, submissions_dir: str | Path, *, n_boot: int = N_BOOT,
+def _folders(submissions_dir: str | Path | None,
+             references_dir: str | Path | None) -> list[tuple[Path, bool]]:
+    """``(folder, is_reference)`` for every submission folder, the references first."""
+    roots = [(Path(d), ref) for d, ref in ((references_dir, True), (submissions_dir, False))
+             if d is not None]
+    present = [(root, ref) for root, ref in roots if root.is_dir()]
+    if not present:
+        where = " or ".join(str(root) for root, _ in roots) or "no folder given"
+        raise ReleaseError(f"{where}: no submissions folder; put one folder per method in it "
+                           "(see `blendbench format`)")
+    return [(folder, ref) for root, ref in present
+            for folder in sorted(p for p in root.iterdir() if is_submission_folder(p))]
+
+
+def score_folders(truth: Truth, submissions_dir: str | Path | None, *,
+                  references_dir: str | Path | None = None, n_boot: int = N_BOOT,
                   seed: int = DEFAULT_SEED) -> tuple[list[Entry], list[dict[str, str]]]:
     """Score every submission folder for ``truth.release``.
 
+    Args:
+        submissions_dir: one sub-folder per submission (the user's), or None.
+        references_dir: one sub-folder per reference method (``submissions/<release>/``), or
+            None. Its entries are marked as references and take their names first: a
+            submission whose name is already taken is skipped.
+
     Returns:
         ``(entries, skipped)``; ``skipped`` lists ``{"name", "reason"}`` for folders of another
-        release or whose files do not pass validation.
+        release, whose files do not pass validation, or whose name is taken.
     """
     entries, skipped = [], []
-    root = Path(submissions_dir)
-    if not root.is_dir():
-        raise ReleaseError(f"{root}: no submissions folder; put one folder per method in it "
-                           "(see `blendbench format`)")
-    for folder in sorted(p for p in root.iterdir() if is_submission_folder(p)):
+    taken: dict[str, str] = {}
+    for folder, reference in _folders(submissions_dir, references_dir):
         try:
             meta = read_metadata(folder / METADATA_FILE)
             declared = meta.get("release")
@@ -228,18 +267,25 @@ def score_folders(truth: Truth, submissions_dir: str | Path, *, n_boot: int = N_
                                 "reason": f"release {sub.release!r}, not {truth.release!r}"})
                 continue
             order = match_to_release(sub, truth.blend_id, truth.release, truth.stamp_size)
+            if sub.name in taken:
+                skipped.append({"name": folder.name, "reason": (
+                    f"name {sub.name!r} is already taken by {taken[sub.name]}; give it another "
+                    "name (predictions.h5's name attribute, or name in submission.toml)")})
+                continue
             sc = score(sub, truth, n_boot=n_boot, seed=seed)
         except SubmissionError as err:
             skipped.append({"name": folder.name, "reason": f"invalid: {err}"})
             continue
-        entries.append(Entry(folder, dataclasses.replace(sub, masks=None), sc, order, meta))
+        taken[sub.name] = "a reference" if reference else f"the folder {folder.name!r}"
+        entries.append(Entry(folder, dataclasses.replace(sub, masks=None), sc, order, meta,
+                             reference))
     return entries, skipped
 
 
 def _sep_cases(entries: list[Entry]) -> np.ndarray | None:
     """The sep reference run's detection case per blend, in truth order (or None)."""
     for e in entries:
-        if e.folder.name == SEP_REFERENCE and e.submission.detection is not None:
+        if e.submission.name == SEP_REFERENCE and e.submission.detection is not None:
             return e.submission.detection[e.order]
     return None
 
@@ -249,8 +295,11 @@ def leaderboard_table(entries: list[Entry], truth: Truth, *, model_truth: Truth 
     """The ranked table of the scored entries (see the module docstring for the rows)."""
     cases = _sep_cases(entries)
     rows = []
+    roles = {r.name: r.role for r in REFERENCE_SET}
     for e in entries:
         meta = _metadata(e.metadata)
+        if e.reference and e.submission.name in roles:
+            meta["method"] = roles[e.submission.name]
         views: list[tuple[str, str, Score, np.ndarray | None]] = [
             (e.submission.name, "all", e.score, None)]
         if e.submission.detection is not None:
@@ -259,7 +308,7 @@ def leaderboard_table(entries: list[Entry], truth: Truth, *, model_truth: Truth 
                        n_boot=n_boot, seed=seed, with_bins=False)
             views.append((e.submission.name + DETECTIONS_ONLY, "detections only", sc, sel))
         for name, view, sc, sel in views:
-            row = _row(name, view, sc, meta)
+            row = {**_row(name, view, sc, meta), "reference": e.reference}
             base = np.ones((truth.n, 2), bool) if sel is None else sel
             if model_truth is not None:
                 msc = score(e.submission, model_truth, selection=sel, n_boot=0, with_bins=False)
@@ -291,8 +340,11 @@ def _cell(value, fmt: str) -> str:
     return format(value, fmt)
 
 
-def _display_columns(df: pd.DataFrame) -> list[str]:
-    cols = [c for c in COLUMNS if c in df.columns or c == "mape_ci"]
+def _display_columns(df: pd.DataFrame, main: bool = False) -> list[str]:
+    """The columns shown: the ranking's (``main``) or the full table's, less the optional metric
+    columns that no row fills."""
+    cols = list(MAIN_COLUMNS) if main else [c for c in COLUMNS if c != "method"]
+    cols = [c for c in cols if c in df.columns or c == "mape_ci"]
     optional = ("iou", "mape_model", "mape_sep_two", "mape_sep_other")
     return [c for c in cols if c not in optional or (c in df.columns and df[c].notna().any())]
 
@@ -302,25 +354,45 @@ def _cells(row: pd.Series, cols: list[str]) -> list[str]:
     for c in cols:
         if c == "mape_ci":
             out.append(f"[{_cell(row['mape_lo'], '.2f')}, {_cell(row['mape_hi'], '.2f')}]")
+        elif c == "name" and row.get("reference") is True:
+            out.append(_cell(row.get(c), "s") + REFERENCE_MARK)
         else:
             out.append(_cell(row.get(c), COLUMNS[c][1]))
     return out
 
 
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ranking's rows: each submission once (its "all galaxies" view), ranked among
+    themselves."""
+    if "view" not in df.columns:
+        return df
+    main = df[df["view"] == "all"].copy()
+    main["rank"] = np.arange(1, len(main) + 1)
+    return main
+
+
+def _markdown_table(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(COLUMNS[c][0] for c in cols) + " |",
+             "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in _cells(row, cols)) + " |")
+    return lines
+
+
 def leaderboard_markdown(df: pd.DataFrame, release: str, truth: str,
                          skipped: list[dict[str, str]]) -> str:
-    """The table as Markdown, with the skipped submissions below it."""
-    cols = _display_columns(df)
+    """The ranking (one row per submission), the full table, then the skipped submissions."""
     lines = [f"# blendbench leaderboard: release {release}, {truth} truth", "",
              "Ranked by MAPE over central and companion galaxies (95% bootstrap interval over "
              "blends). σ = scatter of Δmag; outliers |Δmag| > 0.75 mag. Cost: training time, "
              "time to predict the whole test set (test-set inference time) and the number of "
-             "learned parameters, as each submission.toml records them (– where not recorded).",
-             "",
-             "| " + " | ".join(COLUMNS[c][0] for c in cols) + " |",
-             "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + "|"]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in _cells(row, cols)) + " |")
+             "learned parameters, as each submission.toml records them (– where not recorded). "
+             + (REFERENCE_NOTE if "reference" in df.columns and df["reference"].any() else ""),
+             "", *_markdown_table(main_rows(df), _display_columns(df, main=True)), "",
+             "## Full table", "",
+             "Every column, and for methods that report which sources they detected, a "
+             "`(detections only)` row scored on the galaxies they found (the paper's "
+             "selection).", "", *_markdown_table(df, _display_columns(df))]
     if skipped:
         lines += ["", "Skipped:", ""]
         lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
@@ -356,6 +428,7 @@ th button:hover, th button:focus-visible { text-decoration: underline; }
 .sort-mark { display: inline-block; width: 1em; text-align: center; color: #36c; }
 th.text, td.text { text-align: left; }
 td.wrap { white-space: normal; min-width: 9em; }
+td.about { white-space: normal; min-width: 16em; max-width: 24em; text-align: left; }
 th.name, td.name { position: sticky; left: 0; z-index: 1; }
 td.name { background: #fff; font-weight: 600; white-space: normal; min-width: 8em;
           max-width: 13em; }
@@ -413,7 +486,8 @@ def leaderboard_html(df: pd.DataFrame, release: str, truth: str, skipped: list[d
     """A static, self-contained page (no network): the table in a sideways-scrolling box, sorted
     by clicking a header (numbers by value, missing values last, the sorted column marked with
     ``aria-sort`` and ▲/▼), and the figures embedded with captions."""
-    cols = _display_columns(df)
+    full = _display_columns(df)
+    cols = [*full[:2], "method", *full[2:]]  # what each method is, next to its name
     head = []
     for c in cols:
         kind = "text" if c in TEXT_COLUMNS else "number"
@@ -429,7 +503,8 @@ def leaderboard_html(df: pd.DataFrame, release: str, truth: str, skipped: list[d
         for c, text in zip(cols, _cells(row, cols), strict=True):
             value = sort_value(row, c)
             key = "" if value is None else value if isinstance(value, str) else repr(value)
-            cls = {"name": ' class="text name"', "hardware": ' class="text wrap"'}.get(c, "")
+            cls = {"name": ' class="text name"', "hardware": ' class="text wrap"',
+                   "method": ' class="text about"'}.get(c, "")
             cells.append(f'<td{cls} data-sort="{html.escape(key)}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     imgs = "\n".join(_figure_html(k, v) for k, v in figures.items())
@@ -446,7 +521,8 @@ def leaderboard_html(df: pd.DataFrame, release: str, truth: str, skipped: list[d
 <p>Ranked by MAPE over central and companion galaxies, with 95% bootstrap intervals over blends.
 σ is the scatter of Δmag (measured − true magnitude); outliers have |Δmag| &gt; 0.75 mag. Cost:
 training time, time to predict the whole test set and learned parameters, as each submission
-records them. Click a column header to sort (again to reverse); missing values (–) stay last.</p>
+records them. Click a column header to sort (again to reverse); missing values (–) stay last.
+{html.escape(REFERENCE_NOTE) if "reference" in df.columns and df["reference"].any() else ""}</p>
 <div class="table-scroll" role="region" aria-label="leaderboard table (scrolls sideways)"
  tabindex="0">
 <table id="leaderboard"><thead><tr>{"".join(head)}</tr></thead><tbody>
@@ -463,13 +539,16 @@ records them. Click a column header to sort (again to reverse); missing values (
 
 
 def _figures(df: pd.DataFrame, entries: list[Entry]) -> dict[str, bytes]:
+    """The figures, with the methods in rank order (one row per submission)."""
     from challenge.reports import figures as F
-    if df.empty:
+    ranked = main_rows(df)
+    if ranked.empty:
         return {}
     out = {"leaderboard_mape.png": F.figure_bytes(F.leaderboard_mape(
-        list(df["name"]), df["mape"].to_numpy(float), df["mape_lo"].to_numpy(float),
-        df["mape_hi"].to_numpy(float)))}
-    scores = {e.submission.name: e.score for e in entries}
+        list(ranked["name"]), ranked["mape"].to_numpy(float), ranked["mape_lo"].to_numpy(float),
+        ranked["mape_hi"].to_numpy(float)))}
+    by_name = {e.submission.name: e.score for e in entries}
+    scores = {name: by_name[name] for name in ranked["name"] if name in by_name}
     for scheme, label in (("delta_mag", "Δmag_pair"), ("distance", "distance / R_e"),
                           ("morphology", "morphology")):
         out[f"methods_vs_{scheme}.png"] = F.figure_bytes(F.methods_binned(scores, scheme, label))
@@ -632,14 +711,17 @@ def write_outputs(out_dir: str | Path, files: dict[str, bytes],
     return out
 
 
-def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
-                      out_dir: str | Path, *, truth: str = "sep", n_boot: int = N_BOOT,
+def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path | None,
+                      out_dir: str | Path, *, references_dir: str | Path | None = None,
+                      truth: str = "sep", n_boot: int = N_BOOT,
                       seed: int = DEFAULT_SEED) -> pd.DataFrame:
     """Score all submissions for a release and write the leaderboard.
 
     Args:
         release_dir: a release folder or the name of a release shipped with the kit.
-        submissions_dir: the folder holding one sub-folder per submission.
+        submissions_dir: the folder holding one sub-folder per submission (or None).
+        references_dir: the reference submissions ranked beside them (``submissions/<release>``;
+            marked, and their names taken first), or None.
         out_dir: where ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.html`` and
             ``figures/*.png`` are written, as one set (:func:`write_outputs`); other files in it
             are kept.
@@ -652,13 +734,15 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
     """
     _check_out(Path(out_dir).absolute())
     t = load_truth(release_dir, truth)
+    check_replace(Path(out_dir), t.release)
     model = None
     if truth == "sep":
         try:
             model = load_truth(release_dir, "model")
         except ReleaseError:
             model = None
-    entries, skipped = score_folders(t, submissions_dir, n_boot=n_boot, seed=seed)
+    entries, skipped = score_folders(t, submissions_dir, references_dir=references_dir,
+                                     n_boot=n_boot, seed=seed)
     df = leaderboard_table(entries, t, model_truth=model, n_boot=n_boot, seed=seed)
     figures = _figures(df, entries)
     buf = io.StringIO()
@@ -670,7 +754,8 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path,
                                                  figures).encode()
     write_outputs(out_dir, files)
     df.attrs["skipped"] = skipped
-    df.attrs["warnings"] = [w for e in entries for w in e.score.warnings]
+    df.attrs["warnings"] = list(dict.fromkeys(
+        f"{e.submission.name}: {w}" for e in entries for w in e.score.warnings))
     return df
 
 

@@ -2,8 +2,8 @@
 
 A track is a test release that changes one condition of the base release (``v1-psf``: a sharper
 PSF, ``v1-noise``: twice the sky noise...). Its submissions live in
-``submissions/<track>/<method>/`` and the base release's in ``submissions/<method>/``. For every
-method and track the report gives:
+``submissions/<track>/<method>/`` and the base release's in ``submissions/<base>/<method>/``.
+For every method and track the report gives:
 
 - the MAPE (%, central + companion) on the track, with its 95% bootstrap interval over blends;
 - the method's base MAPE **on the same blend ids** when the track's blends are a subset of the
@@ -167,9 +167,11 @@ def find_tracks(base: ReleaseSpec, submissions_dir: str | Path, *,
 
     Args:
         base: the base release's spec (a track named like it is refused).
-        submissions_dir: holds the base's submission folders and one sub-folder per track.
+        submissions_dir: one sub-folder per release (the base's and each track's), holding its
+            submission folders.
         names: track release names or release folders; by default every sub-folder of
-            ``submissions_dir`` that holds submission folders and whose name is a release.
+            ``submissions_dir`` that holds submission folders and whose name is a release
+            (but a synthetic benchmark with training blends of its own, such as ``mini``).
         releases_dir: a folder of generated release folders, looked up by name before the
             releases shipped with the kit.
 
@@ -181,19 +183,23 @@ def find_tracks(base: ReleaseSpec, submissions_dir: str | Path, *,
     notes: list[str] = []
     if names is None:
         if not root.is_dir():
-            raise ReleaseError(f"{root}: no submissions folder; put one folder per method in it, "
-                               "and one per track (submissions/<track>/<method>/)")
+            raise ReleaseError(f"{root}: no submissions folder; put one folder per release in "
+                               "it, each with one folder per method (submissions/<release>/"
+                               "<method>/)")
         found = []
         for sub in sorted(p for p in root.iterdir() if p.is_dir() and not is_submission_folder(p)):
             if sub.name.startswith((".", "_")) or not any(map(is_submission_folder,
                                                                sub.iterdir())):
                 continue
             try:
-                resolve_release(_locate(sub.name, rel_dir))
+                spec = resolve_release(_locate(sub.name, rel_dir))[1].spec
             except ReleaseError:
                 notes.append(f"{sub}: holds submissions but {sub.name!r} is not a release "
                              "(pass --releases DIR or --tracks FOLDER); left out")
                 continue
+            if spec.source == "synthetic" and not spec.is_track and (
+                    spec.n_blends.get("train", 0) or spec.n_blends.get("val", 0)):
+                continue  # a synthetic benchmark of its own (mini), not a shift of the base
             if sub.name != base.name:
                 found.append(sub.name)
         rank = {name: k for k, name in enumerate(TRACK_DESCRIPTIONS)}
@@ -370,7 +376,7 @@ def robustness(base: str | Path, submissions_dir: str | Path, *,
 
     Args:
         base: the base release: a name (``v1``) or a release folder.
-        submissions_dir: ``<method>/`` folders for the base, ``<track>/<method>/`` for a track.
+        submissions_dir: ``<release>/<method>/`` folders, for the base and each track.
         tracks: track names or release folders (default: see :func:`find_tracks`).
         releases_dir: a folder of generated release folders, looked up by name first.
         n_boot, seed: bootstrap settings.
@@ -378,7 +384,8 @@ def robustness(base: str | Path, submissions_dir: str | Path, *,
     rel_dir = None if releases_dir is None else Path(releases_dir)
     base_info = resolve_release(_locate(base, rel_dir))[1]
     base_truth = load_truth(_locate(base, rel_dir))
-    base_list, base_skipped = score_folders(base_truth, submissions_dir, n_boot=n_boot, seed=seed)
+    base_list, base_skipped = score_folders(base_truth, Path(submissions_dir) / base_truth.release,
+                                            n_boot=n_boot, seed=seed)
     found, notes = find_tracks(base_info.spec, submissions_dir, names=tracks,
                                releases_dir=rel_dir)
     if not found:
