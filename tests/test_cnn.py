@@ -25,6 +25,9 @@ from challenge.cli import app
 from challenge.contract.errors import ReleaseError
 from challenge.contract.submission import read_submission
 
+# Every re-observation step on a share of the blends (the shares of compact-robust-deep).
+DEEP_ROBUST_AUGMENTATION = {"resample_fraction": 0.35, "faint_fraction": 0.35,
+                            "noise_fraction": 0.75, "noise_factor": 5.0, "clump_fraction": 0.25}
 PAPER_COUNTS = {64: (1_605_458, 1.6), 256: (25_670_978, 25.7), 512: (102_673_026, 102.7)}
 
 
@@ -647,8 +650,6 @@ def test_split_aperture_keeps_the_blend_flux_when_the_maps_grow(tmp_path):
 
 
 def _tiny_robust():
-    from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
-
     cfg = get_config("blend2flux", "tiny")
     # every step of the re-observation; knots drawn through the release's PSF, made of each
     # galaxy's share of its noiseless light (the overlap included) and re-measured on it alone;
@@ -907,7 +908,6 @@ BACKEND_SCRIPT = textwrap.dedent(
         print(name, "ok", float(np.ravel(first)[0]))
     # training with re-observation inside the compiled step, twice: the same losses
     from dataclasses import replace
-    from baselines.cnn.configs import DEEP_ROBUST_AUGMENTATION
     from baselines.cnn.train import train_cnn
     def robust(model):
         cfg = get_config(model, "tiny")
@@ -931,7 +931,8 @@ def test_models_train_save_and_load_on_other_backends(backend, tiny_release, tmp
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (pip install {backend}); Keras backend untested")
     script = tmp_path / "run_backend.py"
-    script.write_text(BACKEND_SCRIPT)
+    script.write_text(BACKEND_SCRIPT.replace(
+        "**DEEP_ROBUST_AUGMENTATION", f"**{DEEP_ROBUST_AUGMENTATION!r}"))
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
     proc = subprocess.run(

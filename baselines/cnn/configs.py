@@ -4,7 +4,11 @@ A :class:`CNNConfig` holds everything that determines a run besides the data and
 architecture (:class:`ModelConfig`) and the optimisation (:class:`TrainConfig`). ``paper``
 configs reproduce Boucaud et al. (2019) (sizes, MAPE loss, Adam 1e-4, batch 32,
 ReduceLROnPlateau, early stopping) and are meant for a GPU; ``compact`` configs train on two
-CPU cores within the budget of DESIGN.md (1 h for blend2flux, 2 h for blend2mask2flux).
+CPU cores in about 1 h (blend2flux) and 2 h (blend2mask2flux); ``compact-end-to-end`` is
+blend2mask2flux with the paper's end-to-end second stage; ``tiny`` is for tests. Any other
+configuration is a TOML file read by :func:`read_config` (``blendbench train --config
+FILE.toml``); the training experiments behind the robust references are kept so, in
+``docs/experiments/configs/``.
 
 Input scaling and target parameterisation (all configs; applied inside the model, see
 ``baselines.cnn.models``): the network reads raw counts and computes
@@ -17,9 +21,11 @@ the absolute percentage error computed from the log10 prediction, i.e. MAPE itse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+from challenge.contract._compat import tomllib
 from challenge.contract.errors import BlendbenchError
 
 MODELS = ("blend2flux", "blend2mask2flux")
@@ -233,10 +239,6 @@ COMPACT_TRAIN = TrainConfig(
 
 CONFIGS: dict[tuple[str, str], CNNConfig] = {
     ("blend2flux", "paper"): CNNConfig("paper", "blend2flux", _paper_flux(256), PAPER_TRAIN),
-    ("blend2flux", "paper-64"): CNNConfig("paper-64", "blend2flux", _paper_flux(64), PAPER_TRAIN),
-    ("blend2flux", "paper-512"): CNNConfig(
-        "paper-512", "blend2flux", _paper_flux(512), PAPER_TRAIN
-    ),
     ("blend2flux", "compact"): CNNConfig("compact", "blend2flux", ModelConfig(), COMPACT_TRAIN),
     ("blend2mask2flux", "paper"): CNNConfig(
         "paper", "blend2mask2flux", _paper_flux(64), PAPER_TRAIN
@@ -256,166 +258,6 @@ CONFIGS: dict[tuple[str, str], CNNConfig] = {
     ),
 }
 
-# Robust references: the same networks, reading each blend's noise, trained on blends re-observed
-# with broader PSFs, sub-pixel shifts, fainter fluxes and noisier skies (baselines.cnn.augment).
-# The shares leave about a quarter of the training blends as v1 made them.
-ROBUST_AUGMENTATION = {"resample_fraction": 0.35, "faint_fraction": 0.35, "noise_fraction": 0.35}
-# compact-robust-deep: the same, plus star-forming knots, trained on the deep release ``v1-deep``
-# (v1's galaxies under half v1's sky noise) with skies from as deep as v1-deep's to 5 times as
-# noisy (v1's is 2 times). Measured: no better than compact-robust (docs/robust-cnns.md).
-DEEP_ROBUST_AUGMENTATION = {
-    **ROBUST_AUGMENTATION,
-    "noise_fraction": 0.75,
-    "noise_factor": 5.0,
-    "clump_fraction": 0.25,
-}
-ROBUST_ARCH = replace(ModelConfig(), noise_from_image=True)
-CONFIGS[("blend2flux", "compact-robust")] = CNNConfig(
-    "compact-robust", "blend2flux", ROBUST_ARCH,
-    replace(COMPACT_TRAIN, epochs=30, **ROBUST_AUGMENTATION),
-)  # fmt: skip
-CONFIGS[("blend2flux", "compact-robust-deep")] = CNNConfig(
-    "compact-robust-deep", "blend2flux", ROBUST_ARCH,
-    replace(COMPACT_TRAIN, epochs=30, **DEEP_ROBUST_AUGMENTATION),
-)  # fmt: skip
-# compact-robust-knots: a second, gentler cosine cycle from compact-robust's weights
-# (`--init-weights submissions/blend2flux-compact-robust/model.keras`) with star-forming knots
-# added to a share of the training blends; docs/robust-cnns.md.
-KNOTS_FINETUNE_AUGMENTATION = {**ROBUST_AUGMENTATION, "clump_fraction": 0.3}
-CONFIGS[("blend2flux", "compact-robust-knots")] = CNNConfig(
-    "compact-robust-knots", "blend2flux", ROBUST_ARCH,
-    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=20, **KNOTS_FINETUNE_AUGMENTATION),
-)  # fmt: skip
-# the same for blend2mask2flux, from blend2mask2flux-compact's weights (its U-Net and flux net
-# have the same sizes; only the input scaling reads the blend's own noise)
-CONFIGS[("blend2mask2flux", "compact-robust-knots")] = CNNConfig(
-    "compact-robust-knots", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
-    replace(COMPACT_TRAIN, learning_rate=5e-4, epochs=14, mask_stage_fraction=0.2,
-            **KNOTS_FINETUNE_AUGMENTATION),
-)  # fmt: skip
-# compact-robust-knots2: a third cosine cycle, from compact-robust-knots' weights
-# (`--init-weights submissions/blend2flux-compact-robust-knots/model.keras`), with knots that
-# follow the galaxy's light (the v1-clumpy track's knots share the galaxy's half-light radius;
-# drawn from sqrt(light) they spread wider) on 40% of galaxies, and the network reading no sky
-# quieter than v1's (noise_floor; docs/robust-cnns.md).
-LIGHT_KNOTS_AUGMENTATION = {
-    **KNOTS_FINETUNE_AUGMENTATION, "clump_fraction": 0.4, "knot_light_power": 1.0
-}
-FLOORED_ARCH = replace(ROBUST_ARCH, noise_floor=1.0)
-
-
-def _floored_fine_tune(name: str, augmentation: dict, learning_rate: float = 5e-4) -> None:
-    """Register ``name`` for both models: a cosine cycle at peak ``learning_rate`` on the
-    floored architecture with ``augmentation`` (14 epochs; blend2mask2flux 12, a fifth on the
-    U-Net)."""
-    CONFIGS[("blend2flux", name)] = CNNConfig(
-        name, "blend2flux", FLOORED_ARCH,
-        replace(COMPACT_TRAIN, learning_rate=learning_rate, epochs=14, **augmentation),
-    )  # fmt: skip
-    CONFIGS[("blend2mask2flux", name)] = CNNConfig(
-        name, "blend2mask2flux", replace(FLOORED_ARCH, end_to_end=False),
-        replace(COMPACT_TRAIN, learning_rate=learning_rate, epochs=12, mask_stage_fraction=0.2,
-                **augmentation),
-    )  # fmt: skip
-
-
-_floored_fine_tune("compact-robust-knots2", LIGHT_KNOTS_AUGMENTATION)
-# compact-robust-knots3: a fourth cosine cycle, from compact-robust-knots2's weights, with the
-# knots drawn through the release's PSF (knot_psf; a Gaussian knot lacks the PSF's wings) and a
-# knotted galaxy's flux target re-measured as the truth procedure would measure it (knot_truth:
-# times its Kron flux ratio after / before the knots; docs/robust-cnns.md).
-KNOT_TRUTH_AUGMENTATION = {**LIGHT_KNOTS_AUGMENTATION, "knot_truth": True, "knot_psf": "release"}
-_floored_fine_tune("compact-robust-knots3", KNOT_TRUTH_AUGMENTATION)
-# compact-robust-knots4: a fifth cycle, from compact-robust-knots3's weights, with the knots
-# placed as GalSim's RandomKnots places them (knot_placement: a Gaussian of the galaxy's
-# half-light radius and shape, which may reach past the footprint; docs/robust-cnns.md).
-_floored_fine_tune(
-    "compact-robust-knots4", {**KNOT_TRUTH_AUGMENTATION, "knot_placement": "gaussian"}
-)
-# compact-robust-knots5: a fifth cycle, from compact-robust-knots3's weights, with knots3's
-# knots on 70% of the galaxies instead of 40% (the network reads its own knotted blends at 1.4
-# times its error on plain ones). Measured: worse than knots3 on v1 and v1-clumpy
-# (docs/robust-cnns.md).
-_floored_fine_tune("compact-robust-knots5", {**KNOT_TRUTH_AUGMENTATION, "clump_fraction": 0.7})
-# compact-robust-knots6: a fifth cycle, from compact-robust-knots3's weights, with knots also where
-# the two galaxies overlap (knot_light_share "isolated": each pixel's light shared as the isolated
-# galaxies share it). On v1-clumpy the CNNs' extra error is in the split between the galaxies and
-# in pairs closer than 2 R_e, where the footprint-only knots never land (docs/robust-cnns.md).
-ISOLATED_KNOTS_AUGMENTATION = {**KNOT_TRUTH_AUGMENTATION, "knot_light_share": "isolated"}
-_floored_fine_tune("compact-robust-knots6", ISOLATED_KNOTS_AUGMENTATION)
-# compact-robust-knots7: a sixth cycle, from compact-robust-knots6's weights, with knots6's
-# knots at half the peak learning rate (knots6's validation MAPE was 5.0-6.3% in the cycle's
-# middle epochs and reached 4.78% only at its end). Measured: worse than knots6 on v1 and
-# v1-clumpy (docs/robust-cnns.md).
-_floored_fine_tune("compact-robust-knots7", ISOLATED_KNOTS_AUGMENTATION, learning_rate=2.5e-4)
-# compact-robust-knots8: a cycle from knots6's weights with knots6's knots drawn from the
-# isolated galaxies' noiseless light and each knotted galaxy's truth re-measured on it alone, as
-# the truth procedure measures it (knot_noiseless). knots3-7 re-measured it on the blend with the
-# other galaxy's segment masked, where light the knots move into or out of the masked overlap is
-# flux made or lost: on v1's validation blends, with the clumpy track's knots, +5.4% on average
-# (scatter 6%), where measured alone +0.4% (the track's knots change its galaxies' truth by
-# +0.05% on average) (docs/robust-cnns.md). compact-robust-quiet-knots8: the same for
-# blend2mask2flux, with compact-robust-quiet's quieter sky, from its weights.
-# Measured: blend2flux v1 4.44%, v1-clumpy 6.77% (knots6: 4.37%, 6.72%); blend2mask2flux
-# v1-clumpy 6.57% (quiet: 6.54%): a truer target does not move the split.
-NOISELESS_KNOTS_AUGMENTATION = {**ISOLATED_KNOTS_AUGMENTATION, "knot_noiseless": True}
-_floored_fine_tune("compact-robust-knots8", NOISELESS_KNOTS_AUGMENTATION)
-_floored_fine_tune(
-    "compact-robust-quiet-knots8", {**NOISELESS_KNOTS_AUGMENTATION, "quiet_fraction": 0.3}
-)
-# compact-robust-knots9: a cycle from knots8's weights with knots8's knots placed as the
-# v1-clumpy track's GalSim RandomKnots place them (knot_placement "gaussian") and spread 1-2 times
-# wider than the galaxy's light (knot_spread): version 1.0 of the track sheared a round Gaussian
-# of a disc's face-on half-light radius to the disc's axis ratio q, so its knots reached
-# 1 / sqrt(q) beyond the disc's light (1.1 keeps them on the disc); on v1's validation blends,
-# knots6 reads knots spread so 1.7 points worse.
-# Measured: best validation MAPE 5.34%, v1-clumpy 1.0 6.96%: worse (docs/robust-cnns.md).
-SPREAD_KNOTS_AUGMENTATION = {
-    **NOISELESS_KNOTS_AUGMENTATION, "knot_placement": "gaussian", "knot_spread": (1.0, 2.0)
-}
-_floored_fine_tune("compact-robust-knots9", SPREAD_KNOTS_AUGMENTATION)
-# compact-robust-split: blend2mask2flux from compact-robust-knots2's weights, knots6's knots and
-# the aperture flux split by the maps as the flux net's reference (split_aperture): the flux
-# inside the maps grows with the survey's depth, and knots2 read v1-noise-low 3.6% too bright.
-# Measured: the bias halves, but v1-noise-low (5.50%), v1-clumpy and cosmos-example get no
-# better or worse (docs/robust-cnns.md).
-_KNOTS6_MASKS = CONFIGS[("blend2mask2flux", "compact-robust-knots6")]
-CONFIGS[("blend2mask2flux", "compact-robust-split")] = replace(
-    _KNOTS6_MASKS, name="compact-robust-split",
-    arch=replace(_KNOTS6_MASKS.arch, split_aperture=True),
-)  # fmt: skip
-# compact-robust-quiet: knots6's augmentation and a quieter sky on 30% of the blends (sigma
-# down to 0.4 times the blend's: the blend less its isolated noiseless galaxies is its noise,
-# and a deeper survey has less of it). blend2mask2flux-compact-robust-knots2 reads v1-noise-low
-# 3.6% too bright: its maps grow where the sky is quiet, and training never showed it a sky
-# quieter than v1's. Measured, from knots2's weights: v1-noise-low 3.89% (from 5.82%), v1 4.51%
-# (docs/robust-cnns.md).
-_floored_fine_tune(
-    "compact-robust-quiet", {**ISOLATED_KNOTS_AUGMENTATION, "quiet_fraction": 0.3}
-)
-# compact-robust-closer: blend2flux from compact-robust-knots6's weights with knots6's knots
-# and, on half the blends, the companion moved to 0.5-1 of its distance (closer_fraction): on
-# v1-clumpy the error left is the split of pairs closer than the sum of their half-light radii,
-# which v1's training split holds few of. Measured: v1 4.36%, v1-clumpy 6.78% (share error 2.46
-# points; knots6: 4.37%, 6.72%, 2.43): no better (docs/robust-cnns.md).
-_KNOTS6_FLUX = CONFIGS[("blend2flux", "compact-robust-knots6")]
-CONFIGS[("blend2flux", "compact-robust-closer")] = replace(
-    _KNOTS6_FLUX, name="compact-robust-closer",
-    train=replace(_KNOTS6_FLUX.train, closer_fraction=0.5, closer_min=0.5),
-)  # fmt: skip
-CONFIGS[("blend2mask2flux", "compact-robust")] = CNNConfig(
-    "compact-robust", "blend2mask2flux", replace(ROBUST_ARCH, end_to_end=False),
-    replace(COMPACT_TRAIN, epochs=30, mask_stage_fraction=0.2, **ROBUST_AUGMENTATION),
-)  # fmt: skip
-CONFIGS[("blend2flux", "paper-robust")] = CNNConfig(
-    "paper-robust", "blend2flux", replace(_paper_flux(256), noise_from_image=True),
-    replace(PAPER_TRAIN, **ROBUST_AUGMENTATION),
-)  # fmt: skip
-CONFIGS[("blend2mask2flux", "paper-robust")] = CNNConfig(
-    "paper-robust", "blend2mask2flux", replace(_paper_flux(64), noise_from_image=True),
-    replace(PAPER_TRAIN, **ROBUST_AUGMENTATION),
-)  # fmt: skip
-
 # A few-thousand-parameter network of the compact design, for tests and quick demos.
 TINY_ARCH = ModelConfig(
     flux_filters=(8, 8, 16, 16, 16), dense_units=(16,), unet_depth=3, unet_filters=8
@@ -430,11 +272,61 @@ CONFIGS[("blend2mask2flux", "tiny")] = CNNConfig(
 
 
 def get_config(model: str, name: str) -> CNNConfig:
-    """The named configuration of ``model`` (``compact``, ``paper``, ``paper-64``, ...)."""
+    """The named configuration of ``model`` (``compact``, ``paper``, ``tiny``, ...)."""
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
     try:
         return CONFIGS[(model, name)]
     except KeyError:
         names = ", ".join(n for m, n in CONFIGS if m == model)
-        raise ConfigError(f"unknown {model} config {name!r}: choose one of {names}") from None
+        raise ConfigError(f"unknown {model} config {name!r}: choose one of {names}, or give a "
+                          "FILE.toml (docs/experiments/configs/ holds examples)") from None
+
+
+def read_config(path: str | Path, model: str | None = None) -> CNNConfig:
+    """A configuration from a TOML file (the layout of :meth:`CNNConfig.to_dict`: ``name``,
+    ``model``, ``[arch]`` and ``[train]`` with :class:`ModelConfig` and :class:`TrainConfig`
+    fields; fields left out take their defaults).
+
+    Raises:
+        ConfigError: one line naming the file and the field: unreadable TOML, another model than
+            ``model``, an unknown field or a value of the wrong kind.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
+        raise ConfigError(f"{path}: not a readable TOML config ({str(err).splitlines()[0]}); "
+                          "see docs/experiments/configs/ for the layout") from None
+    for key in ("name", "model"):
+        if not isinstance(doc.get(key), str):
+            raise ConfigError(f"{path}: field {key!r} missing or not text; add {key} = \"...\"")
+    if model is not None and doc["model"] != model:
+        raise ConfigError(f"{path}: a {doc['model']} config, not {model}; train it with "
+                          f"`blendbench train {doc['model']}`")
+    parts = {}
+    for table, cls in (("arch", ModelConfig), ("train", TrainConfig)):
+        values = doc.get(table, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{table}] must be a table of {cls.__name__} fields")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{path}: [{table}] {key}: not a {cls.__name__} field of this "
+                                  "version (a recipe of an older version runs at its git tag)")
+            default = getattr(cls(), key)
+            if isinstance(default, tuple) != isinstance(value, list) or (
+                    isinstance(default, bool) != isinstance(value, bool)) or (
+                    isinstance(default, str) != isinstance(value, str)):
+                raise ConfigError(f"{path}: [{table}] {key} = {value!r}: expected a value like "
+                                  f"{default!r}")
+        parts[table] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return CNNConfig(name=doc["name"], model=doc["model"], arch=ModelConfig(**parts["arch"]),
+                     train=TrainConfig(**parts["train"]))
+
+
+def load_config(model: str, name: str) -> CNNConfig:
+    """``name`` as a registered config of ``model``, or as a TOML file when it ends in .toml."""
+    if name.endswith(".toml"):
+        return read_config(name, model)
+    return get_config(model, name)

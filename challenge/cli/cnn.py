@@ -59,8 +59,8 @@ def train_cmd(
     model: str = typer.Argument(..., help=MODEL_HELP),
     config: str = typer.Option(
         "compact",
-        help="compact (2 CPU cores), paper (GPU sizes), compact-robust / paper-robust (trained "
-        "on re-observed blends); others: baselines/cnn/configs.py",
+        help="compact (2 CPU cores), compact-end-to-end (blend2mask2flux), paper (GPU sizes), "
+        "tiny (tests), or a FILE.toml (e.g. docs/experiments/configs/)",
     ),
     data: Path = typer.Option(..., help="release folder with train.h5 and val.h5"),
     out: Path = typer.Option(..., help="run folder (model.keras, history.csv, run.json)"),
@@ -89,9 +89,9 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no per-step progress bar"),
 ) -> None:
     """Train a CNN baseline on a release; checkpoints every epoch (resume with --resume)."""
-    from baselines.cnn.configs import get_config
+    from baselines.cnn.configs import load_config
 
-    cfg = get_config(_check_model(model), config)
+    cfg = load_config(_check_model(model), config)
     train_cnn = _import_cnn("baselines.cnn.train", "blendbench train").train_cnn
 
     def on_epoch(row: dict) -> None:

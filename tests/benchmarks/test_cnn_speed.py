@@ -5,12 +5,14 @@ forward pass each, or the submission's 8-fold test-time augmentation (one compil
 transforms, predicts and averages).
 """
 
+from pathlib import Path
+
 import h5py
 import keras
 import numpy as np
 import pytest
 
-from baselines.cnn.configs import get_config
+from baselines.cnn.configs import get_config, load_config
 from baselines.cnn.models import build_model
 from baselines.cnn.predict import predict_images
 
@@ -33,8 +35,14 @@ def test_compact_inference_throughput(benchmark, mini_release, model_name, tta):
     keras.backend.clear_session()
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "docs" / "experiments" / "configs"
+ROBUST = str(EXPERIMENTS / "blend2flux-compact-robust.toml")
+
+
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
-@pytest.mark.parametrize("config", ["compact", "compact-robust", "compact-robust-deep"])
+@pytest.mark.parametrize("config", ["compact", ROBUST,
+                                    str(EXPERIMENTS / "blend2flux-compact-robust-deep.toml")],
+                         ids=["compact", "compact-robust", "compact-robust-deep"])
 def test_compact_training_throughput(benchmark, mini_release, tmp_path, config, in_memory):
     """Training images/s of blend2flux on mini's 600 train blends (steady epochs, no validation).
 
@@ -49,7 +57,7 @@ def test_compact_training_throughput(benchmark, mini_release, tmp_path, config, 
     def two_epochs():
         out = tmp_path / f"run{len(rates)}"
         result = train_cnn(
-            get_config("blend2flux", config), mini_release, out, seed=1, epochs=3,
+            load_config("blend2flux", config), mini_release, out, seed=1, epochs=3,
             in_memory=in_memory,
         )  # fmt: skip
         keras.backend.clear_session()
@@ -109,7 +117,7 @@ def test_gpu_training_throughput_and_utilisation(mini_release, tmp_path):
             watcher.start()
 
     try:
-        train_cnn(get_config("blend2flux", "compact-robust"), data, tmp_path / "run", seed=1,
+        train_cnn(load_config("blend2flux", ROBUST), data, tmp_path / "run", seed=1,
                   epochs=4, batch_size=256, progress=start_sampling)  # fmt: skip
     finally:
         stop.set()
