@@ -233,7 +233,7 @@ def test_cli_leaderboard_v1_sized_table_at_80_columns(columns80, capsys):
     ({"training_time": "3600"}, "3600", 3600.0),
     ({"training_time_s": 0.0}, "–", None),
     ({"training_time": "about a day"}, "about a day", None),
-    ({"training_time": True}, "True", None),
+    ({"training_time": True}, "–", None),  # not a time: not shown
     ({}, "", None),
 ])
 def test_cost_columns_keep_the_number_behind_the_text(meta, shown, number):

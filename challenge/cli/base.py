@@ -26,7 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 # C0 controls but tab and newline, DEL, C1 controls (ESC starts ANSI sequences, CR rewrites lines)
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(  # ... and the invisible format ones that reorder text (bidi, zero-width)
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def plain(text: object) -> str:

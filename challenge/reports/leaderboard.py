@@ -66,6 +66,8 @@ from challenge.scoring.scores import (
 )
 
 SEP_REFERENCE = "sep"
+MAX_NAME = 100  # characters of a submission's name
+MAX_TEXT = 300  # characters of a submission.toml text shown on the leaderboard
 DETECTIONS_ONLY = " (detections only)"
 _META_KEYS = {
     "authors": ("authors", "author"),
@@ -155,7 +157,10 @@ def _amount(value: Any, units: dict[str, float]) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            return float(value) if math.isfinite(value) else None
+        except OverflowError:  # an integer beyond any float
+            return None
     if not isinstance(value, str):
         return None
     value = re.sub(r"(?<=\d)[,_](?=\d{3})", "", value)  # 1,600,000
@@ -165,7 +170,8 @@ def _amount(value: Any, units: dict[str, float]) -> float | None:
     rest = value[m.end():]
     if rest and rest[0].isalnum():
         return None
-    return float(m.group(1)) * units[m.group(2).lower()]
+    number = float(m.group(1)) * units[m.group(2).lower()]
+    return number if math.isfinite(number) else None
 
 
 def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -182,12 +188,15 @@ def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
             number = _amount(value, units)
             if number is not None and number <= 0:
                 number, value = None, "–"  # no training, no learned parameters: not "0 s" / "0"
+            elif number is None and not isinstance(value, str):
+                value = "–"  # not a number a table can show (e.g. an integer beyond any float)
             elif number is not None and not isinstance(value, str):
                 value = (_duration(number) if key != "params" else
                          f"{number / 1e6:.1f} M" if number >= 1e5 else f"{number:,.0f}")
             out["n_params" if key == "params" else f"{key}_s"] = (
                 math.nan if number is None else number)
-        out[key] = str(value).strip()
+        text = " ".join(str(value).split())
+        out[key] = text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
     out["hardware"] = _short_hardware(out["hardware"])
     return out
 
@@ -254,32 +263,53 @@ def score_folders(truth: Truth, submissions_dir: str | Path | None, *,
     entries, skipped = [], []
     taken: dict[str, str] = {}
     for folder, reference in _folders(submissions_dir, references_dir):
+        name = folder_name(folder)
         try:
             meta = read_metadata(folder / METADATA_FILE)
             declared = meta.get("release")
             if declared is not None and declared != truth.release:
-                skipped.append({"name": folder.name,
-                                "reason": f"release {declared!r}, not {truth.release!r}"})
+                skipped.append(_skip(name, "another release",
+                                     f"release {declared!r}, not {truth.release!r}"))
                 continue
             sub = read_submission(folder, expect=(truth.n, truth.stamp_size))
             if sub.release is not None and sub.release != truth.release:
-                skipped.append({"name": folder.name,
-                                "reason": f"release {sub.release!r}, not {truth.release!r}"})
+                skipped.append(_skip(name, "another release",
+                                     f"release {sub.release!r}, not {truth.release!r}"))
+                continue
+            if len(sub.name) > MAX_NAME or not sub.name.isprintable():
+                skipped.append(_skip(name, "invalid name", (
+                    f"its name is not one printable line of at most {MAX_NAME} characters; "
+                    "shorten it (predictions.h5's name attribute or name in submission.toml)")))
                 continue
             order = match_to_release(sub, truth.blend_id, truth.release, truth.stamp_size)
             if sub.name in taken:
-                skipped.append({"name": folder.name, "reason": (
+                skipped.append(_skip(name, "name taken", (
                     f"name {sub.name!r} is already taken by {taken[sub.name]}; give it another "
-                    "name (predictions.h5's name attribute, or name in submission.toml)")})
+                    "name (predictions.h5's name attribute, or name in submission.toml)")))
                 continue
             sc = score(sub, truth, n_boot=n_boot, seed=seed)
         except SubmissionError as err:
-            skipped.append({"name": folder.name, "reason": f"invalid: {err}"})
+            skipped.append(_skip(name, "invalid submission", f"invalid: {err}"))
             continue
-        taken[sub.name] = "a reference" if reference else f"the folder {folder.name!r}"
+        except Exception as err:  # noqa: BLE001  (one hostile folder never stops the board)
+            skipped.append(_skip(name, "unreadable", f"unreadable ({type(err).__name__}); check "
+                                 "its files with `blendbench score FOLDER`"))
+            continue
+        taken[sub.name] = "a reference" if reference else f"the folder {name!r}"
         entries.append(Entry(folder, dataclasses.replace(sub, masks=None), sc, order, meta,
                              reference))
     return entries, skipped
+
+
+def folder_name(folder: Path) -> str:
+    """A folder's name as text, whatever bytes it holds (undecodable ones as ``\\xNN``)."""
+    return os.fsencode(folder.name).decode("utf-8", "backslashreplace")
+
+
+def _skip(name: str, kind: str, reason: str) -> dict[str, str]:
+    """A skipped folder: its name, the kind of refusal (what the published files show) and the
+    one-line reason (what the terminal shows)."""
+    return {"name": name, "kind": kind, "reason": reason}
 
 
 def _sep_cases(entries: list[Entry]) -> np.ndarray | None:
@@ -371,12 +401,39 @@ def main_rows(df: pd.DataFrame) -> pd.DataFrame:
     return main
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|$])")
+
+
+def markdown_text(text: object) -> str:
+    """User text as inert Markdown: HTML's ``& < >`` as entities, every character Markdown
+    gives a meaning to (emphasis, links, code, tables, maths) escaped, one line."""
+    one_line = " ".join(str(text).split())
+    entities = html.escape(one_line, quote=False)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", entities)
+
+
 def _markdown_table(df: pd.DataFrame, cols: list[str]) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS[c][0] for c in cols) + " |",
              "|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + "|"]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in _cells(row, cols)) + " |")
+        cells = [markdown_text(x) if c in TEXT_COLUMNS else x
+                 for c, x in zip(cols, _cells(row, cols), strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell that a spreadsheet would read as a formula (starting with
+    ``= + - @``, a tab or a carriage return) prefixed with ``'``."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(
+                _FORMULA) else v)
+    return out
 
 
 def leaderboard_markdown(df: pd.DataFrame, release: str, truth: str,
@@ -395,7 +452,7 @@ def leaderboard_markdown(df: pd.DataFrame, release: str, truth: str,
              "selection).", "", *_markdown_table(df, _display_columns(df))]
     if skipped:
         lines += ["", "Skipped:", ""]
-        lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
+        lines += [f"- {markdown_text(s['name'])}: {s.get('kind', 'skipped')}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -508,7 +565,7 @@ def leaderboard_html(df: pd.DataFrame, release: str, truth: str, skipped: list[d
             cells.append(f'<td{cls} data-sort="{html.escape(key)}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     imgs = "\n".join(_figure_html(k, v) for k, v in figures.items())
-    skip = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s['reason'])}</li>"
+    skip = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s.get('kind', 'skipped'))}</li>"
                    for s in skipped)
     title = f"blendbench leaderboard: release {html.escape(release)}, {html.escape(truth)} truth"
     return f"""<!DOCTYPE html>
@@ -746,7 +803,7 @@ def build_leaderboard(release_dir: str | Path, submissions_dir: str | Path | Non
     df = leaderboard_table(entries, t, model_truth=model, n_boot=n_boot, seed=seed)
     figures = _figures(df, entries)
     buf = io.StringIO()
-    df.to_csv(buf, index=False)
+    csv_safe(df).to_csv(buf, index=False)
     files = {f"figures/{name}": data for name, data in figures.items()}
     files["leaderboard.csv"] = buf.getvalue().encode()
     files["leaderboard.md"] = leaderboard_markdown(df, t.release, t.kind, skipped).encode()
