@@ -61,6 +61,18 @@ def workers_option(default: int):
     )
 
 
+MAPS = typer.Option(True, "--maps/--no-maps", help="keep the segmentation maps (off: fluxes "
+                    "and detections only, a smaller file)")
+
+
+def keep_maps(out: Path, maps: bool) -> None:
+    """Drop the maps of the submission just written in ``out`` unless ``maps``."""
+    if not maps:
+        from challenge.contract.submission_folder import drop_maps
+
+        drop_maps(out)
+
+
 def _n_test(data: Path) -> int:
     from challenge.contract.release import resolve_release
 
@@ -76,6 +88,7 @@ def sep_cmd(
     ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
+    maps: bool = MAPS,
 ) -> None:
     """SExtractor (sep) cold/hot, as in the paper; records the detection case per blend."""
     out = out or submission_out(data, "sep")
@@ -87,6 +100,7 @@ def sep_cmd(
         "sep", _n_test(data),
         lambda advance: run_sep_baseline(data, out, parallel, progress=advance),
     )
+    keep_maps(out, maps)
     n = len(result["flux"])
     console.print(
         f"sep: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, "
@@ -105,6 +119,7 @@ def oracle_cmd(
     ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
+    maps: bool = MAPS,
 ) -> None:
     """The noise-floor oracle: true noiseless neighbour subtracted, then the truth procedure."""
     out = out or submission_out(data, "oracle")
@@ -115,6 +130,7 @@ def oracle_cmd(
     result, elapsed = with_progress(
         "oracle", _n_test(data), lambda advance: run_oracle(data, out, parallel, progress=advance)
     )
+    keep_maps(out, maps)
     n = len(result["flux"])
     console.print(
         f"oracle: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s); wrote {out}"

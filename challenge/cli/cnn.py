@@ -11,7 +11,14 @@ from pathlib import Path
 import typer
 
 from challenge.cli.base import app, console, err_console, user_errors
-from challenge.cli.baselines import baseline_app, scheduler_option, with_progress, workers_option
+from challenge.cli.baselines import (
+    MAPS,
+    baseline_app,
+    keep_maps,
+    scheduler_option,
+    with_progress,
+    workers_option,
+)
 from challenge.contract.errors import import_extra
 from challenge.contract.release import DEFAULT_SEED
 from challenge.contract.workspace import submission_out
@@ -128,7 +135,7 @@ COPY_WEIGHTS = typer.Option(
 
 
 def _run_cnn_baseline(name: str, data: Path, tta: bool, workers: int | None,
-                      scheduler: str | None, write) -> None:  # fmt: skip
+                      scheduler: str | None, write, maps: bool = True) -> None:  # fmt: skip
     """Run ``write(predict_module, progress, parallel) -> (out, summary)`` with a progress bar
     over the release's test blends and report its speed."""
     from challenge.contract.release import resolve_release
@@ -138,6 +145,7 @@ def _run_cnn_baseline(name: str, data: Path, tta: bool, workers: int | None,
     predict = _import_cnn("baselines.cnn.predict", f"blendbench baseline {name}")
     n = resolve_release(data)[1].spec.n_blends["test"]
     out, summary = with_progress(name, n, lambda advance: write(predict, advance, parallel))
+    keep_maps(out, maps)
     console.print(
         f"{name}: {summary['n']} blends in {summary['inference_s']:.1f} s "
         f"({summary['n'] / summary['inference_s']:.0f} blends/s, {describe(parallel)}"
@@ -147,11 +155,12 @@ def _run_cnn_baseline(name: str, data: Path, tta: bool, workers: int | None,
 
 
 def _baseline(model: str, weights: Path, data: Path, out: Path, batch_size: int, tta: bool,
-              workers: int | None, scheduler: str | None, copy: bool):  # fmt: skip
+              workers: int | None, scheduler: str | None, copy: bool,
+              maps: bool = True):  # fmt: skip
     _run_cnn_baseline(model, data, tta, workers, scheduler, lambda predict, advance, parallel:
                       predict.write_cnn_submission(model, weights, data, out, batch_size, tta,
                                                    progress=advance, workers=parallel,
-                                                   copy_files=copy))  # fmt: skip
+                                                   copy_files=copy), maps)  # fmt: skip
 
 
 @baseline_app.command("blend2flux")
@@ -186,10 +195,12 @@ def blend2mask2flux_cmd(
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
     copy: bool = COPY_WEIGHTS,
+    maps: bool = MAPS,
 ) -> None:
     """blend2mask2flux (Boucaud et al. 2019): U-Net maps, then a flux net; writes masks too."""
     out = out or submission_out(data, "blend2mask2flux")
-    _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy)
+    _baseline("blend2mask2flux", weights, data, out, batch_size, tta, workers, scheduler, copy,
+              maps)
 
 
 @baseline_app.command("cnn-ensemble")
@@ -207,10 +218,11 @@ def cnn_ensemble_cmd(
     tta: bool = typer.Option(True, help="average each member over the 8 dihedral transforms"),
     workers: int = workers_option(1),
     scheduler: str = scheduler_option("the weights and the release"),
+    maps: bool = MAPS,
 ) -> None:
     """Trained CNNs averaged (mean log10 flux; maps from the members that make them)."""
     out = out or submission_out(data, "cnn-ensemble")
     _run_cnn_baseline("cnn-ensemble", data, tta, workers, scheduler,
                       lambda predict, advance, parallel: predict.write_ensemble_submission(
                           weights, data, out, batch_size, tta, progress=advance,
-                          workers=parallel))  # fmt: skip
+                          workers=parallel), maps)  # fmt: skip

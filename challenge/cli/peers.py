@@ -9,8 +9,10 @@ import typer
 from challenge.cli.base import console, user_errors
 from challenge.cli.baselines import (
     DEFAULT_WORKERS,
+    MAPS,
     _n_test,
     baseline_app,
+    keep_maps,
     scheduler_option,
     with_progress,
     workers_option,
@@ -27,6 +29,7 @@ def photutils_cmd(
     ),
     workers: int = workers_option(DEFAULT_WORKERS),
     scheduler: str = scheduler_option(),
+    maps: bool = MAPS,
 ) -> None:
     """photutils: segmentation, multi-threshold + watershed deblending, Kron fluxes."""
     out = out or submission_out(data, "photutils")
@@ -40,6 +43,7 @@ def photutils_cmd(
         _n_test(data),
         lambda advance: run_photutils_baseline(data, out, parallel, progress=advance),
     )
+    keep_maps(out, maps)
     n = len(result["flux"])
     console.print(
         f"photutils: {n} blends in {elapsed:.1f} s ({n / elapsed:.0f} blends/s, "
@@ -70,6 +74,7 @@ def scarlet2_cmd(
     keep_checkpoints: bool = typer.Option(
         False, "--keep-checkpoints", help="keep OUT/checkpoints when done"
     ),
+    maps: bool = MAPS,
 ) -> None:
     """scarlet2: two PSF-convolved Sérsic sources per blend, fitted in vmapped batches.
 
@@ -106,6 +111,7 @@ def scarlet2_cmd(
             f"with --resume (checkpoints in {out / 'checkpoints'})"
         )
         return
+    keep_maps(out, maps)
     n = len(result["flux"])
     fitted = result["crop"] > 0
     console.print(

@@ -45,7 +45,8 @@ def references_cmd(
                            f"on its test blends); make it with `blendbench generate --release "
                            f"{info.spec.name} --out releases/{info.spec.name}`")
     steps = plan(info.spec.name, data, submissions=submissions or REFERENCES,
-                 boards=boards or BOARDS, synthetic=info.spec.source == "synthetic")
+                 boards=boards or BOARDS, synthetic=info.spec.source == "synthetic",
+                 maps=not info.spec.is_track)
     console.print(f"references of {info.spec.name}: {len(steps)} steps", highlight=False)
     for k, step in enumerate(steps, 1):
         state = "done" if step.done() else "to do"

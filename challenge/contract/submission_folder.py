@@ -100,3 +100,22 @@ def write_submission(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def drop_maps(out: Path | str) -> Path:
+    """Rewrite ``out/predictions.h5`` without its ``masks`` (segmentation maps), atomically; the
+    other datasets and the attributes stay as they are. Returns the file."""
+    path = Path(out) / "predictions.h5"
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for name in src:
+                if name != "masks":
+                    dst.create_dataset(name, data=src[name][()])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -110,7 +110,7 @@ def _measured(folder: Path) -> float | None:
 
 def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
          boards: Path = BOARDS, weights_from: Path | None = None,
-         synthetic: bool = True) -> list[Step]:
+         synthetic: bool = True, maps: bool = True) -> list[Step]:
     """The steps that rebuild the references of ``release`` from the release folder ``data``.
 
     Args:
@@ -121,6 +121,8 @@ def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
         weights_from: the folder of v1 reference submissions holding the CNNs' ``model.keras``
             (default ``submissions/v1``).
         synthetic: the release has noiseless models (False for real galaxies: no oracle).
+        maps: keep the segmentation maps (False for the shift tracks: their report scores
+            fluxes only, and the files stay small).
     """
     weights_dir = weights_from or submissions / "v1"
     steps = []
@@ -133,6 +135,8 @@ def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
             argv += ["--weights", _shown(weights_dir / member / "model.keras")]
         if ref.weights and ref.baseline != "cnn-ensemble":
             argv.append("--no-copy-weights")
+        if not maps and ref.baseline != "blend2flux":  # blend2flux makes no maps
+            argv.append("--no-maps")
         steps.append(Step(ref.name, tuple(argv), out / "predictions.h5", _measured(out)))
     board = boards / release
     steps.append(Step("leaderboard", ("leaderboard", "--data", str(data), "--references",
