@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import h5py
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from challenge.cli import app
+from challenge.contract.errors import ReleaseError
 from challenge.contract.submission import read_submission
 from challenge.reports.references import NAMES, REFERENCE_SET, plan, run_plan
 
@@ -62,3 +64,22 @@ def test_no_maps_keeps_the_fluxes_and_the_dry_run_lists_the_steps(tiny_release, 
     assert not (tmp_path / "s").exists()
     res = runner.invoke(app, ["references", "--data", "v1"])
     assert res.exit_code == 2 and "give a generated release folder" in res.output
+
+
+def test_a_v1_rebuild_can_train_the_cnns_first(tmp_path):
+    steps = plan("v1", "releases/v1", submissions=tmp_path / "s", boards=tmp_path / "b",
+                 train=True, runs=tmp_path / "runs")
+    names = [s.name for s in steps]
+    trained = [n for n in names if n.startswith("train ")]
+    assert trained == ["train blend2flux", "train blend2mask2flux",
+                       "train blend2mask2flux-end-to-end", "train blend2flux-robust",
+                       "train blend2mask2flux-robust"]
+    assert names.index(trained[-1]) < names.index("blend2flux")  # weights before their use
+    robust = next(s for s in steps if s.name == "train blend2flux-robust")
+    assert robust.argv[:5] == ("train", "blend2flux", "--config", "robust", "--data")
+    assert "90 epochs" in robust.note and not robust.done()
+    ensemble = next(s for s in steps if s.name == "cnn-ensemble-robust")
+    assert str(tmp_path / "runs" / "blend2flux-robust" / "model.keras") in ensemble.argv
+    assert "--no-copy-weights" not in next(s for s in steps if s.name == "blend2flux").argv
+    with pytest.raises(ReleaseError, match="trained on v1 only"):
+        plan("v1-psf", "releases/v1-psf", train=True)

@@ -298,27 +298,37 @@ def read_config(path: str | Path, model: str | None = None) -> CNNConfig:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
         raise ConfigError(f"{path}: not a readable TOML config ({str(err).splitlines()[0]}); "
                           "see docs/experiments/configs/ for the layout") from None
+    return config_from_doc(doc, str(path), model)
+
+
+def config_from_doc(doc: dict[str, Any], where: str, model: str | None = None) -> CNNConfig:
+    """A configuration from a parsed TOML table (``name``, ``model``, ``[arch]``, ``[train]``).
+
+    Raises:
+        ConfigError: one line starting with ``where``: another model than ``model``, an
+            unknown field or a value of the wrong kind.
+    """
     for key in ("name", "model"):
         if not isinstance(doc.get(key), str):
-            raise ConfigError(f"{path}: field {key!r} missing or not text; add {key} = \"...\"")
+            raise ConfigError(f"{where}: field {key!r} missing or not text; add {key} = \"...\"")
     if model is not None and doc["model"] != model:
-        raise ConfigError(f"{path}: a {doc['model']} config, not {model}; train it with "
+        raise ConfigError(f"{where}: a {doc['model']} config, not {model}; train it with "
                           f"`blendbench train {doc['model']}`")
     parts = {}
     for table, cls in (("arch", ModelConfig), ("train", TrainConfig)):
         values = doc.get(table, {})
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: [{table}] must be a table of {cls.__name__} fields")
-        known = {f.name: f for f in fields(cls)}
+            raise ConfigError(f"{where}: [{table}] must be a table of {cls.__name__} fields")
+        known = {f.name for f in fields(cls)}
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(f"{path}: [{table}] {key}: not a {cls.__name__} field of this "
+                raise ConfigError(f"{where}: [{table}] {key}: not a {cls.__name__} field of this "
                                   "version (a recipe of an older version runs at its git tag)")
             default = getattr(cls(), key)
             if isinstance(default, tuple) != isinstance(value, list) or (
                     isinstance(default, bool) != isinstance(value, bool)) or (
                     isinstance(default, str) != isinstance(value, str)):
-                raise ConfigError(f"{path}: [{table}] {key} = {value!r}: expected a value like "
+                raise ConfigError(f"{where}: [{table}] {key} = {value!r}: expected a value like "
                                   f"{default!r}")
         parts[table] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return CNNConfig(name=doc["name"], model=doc["model"], arch=ModelConfig(**parts["arch"]),

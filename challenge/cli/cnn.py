@@ -66,12 +66,15 @@ def train_cmd(
     model: str = typer.Argument(..., help=MODEL_HELP),
     config: str = typer.Option(
         "compact",
-        help="compact (2 CPU cores), compact-end-to-end (blend2mask2flux), paper (GPU sizes), "
-        "tiny (tests), or a FILE.toml (e.g. docs/experiments/configs/)",
+        help="compact (2 CPU cores), compact-end-to-end (blend2mask2flux), robust (a "
+        "curriculum of stages), paper (GPU sizes), tiny (tests), or a FILE.toml",
     ),
     data: Path = typer.Option(..., help="release folder with train.h5 and val.h5"),
     out: Path = typer.Option(..., help="run folder (model.keras, history.csv, run.json)"),
-    seed: int = typer.Option(DEFAULT_SEED, help="seeds weights, data order, augmentation"),
+    seed: int | None = typer.Option(
+        None, help=f"seeds weights, data order, augmentation (default {DEFAULT_SEED}); for a "
+        "curriculum, added to each stage's seed (default 0: the recipe's)"
+    ),
     epochs: int | None = typer.Option(None, help="maximum epochs (default: the config's)"),
     time_budget: float | None = typer.Option(
         None, "--time-budget", help="minutes; stops after the epoch that exceeds it"
@@ -96,10 +99,20 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no per-step progress bar"),
 ) -> None:
     """Train a CNN baseline on a release; checkpoints every epoch (resume with --resume)."""
-    from baselines.cnn.configs import load_config
+    from baselines.cnn.configs import ConfigError, load_config
+    from baselines.cnn.curriculum import find_curriculum
 
-    cfg = load_config(_check_model(model), config)
-    train_cnn = _import_cnn("baselines.cnn.train", "blendbench train").train_cnn
+    curriculum = find_curriculum(_check_model(model), config)
+    if curriculum is not None:
+        given = [flag for flag, value in (("--epochs", epochs), ("--time-budget", time_budget),
+                                          ("--init-weights", init_weights)) if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)}: the curriculum {config!r} fixes each "
+                              "stage's epochs and starting weights; train one stage's config "
+                              "alone to change them")
+    else:
+        cfg = load_config(model, config)
+    train_mod = _import_cnn("baselines.cnn.train", "blendbench train")
 
     def on_epoch(row: dict) -> None:
         parts = [f"epoch {row['epoch']:>3} ({row['stage']})", f"loss {row['loss']:.4f}"]
@@ -111,12 +124,31 @@ def train_cmd(
         parts.append(f"lr {row['lr']:.2e}, {row['seconds']:.0f} s, {row['images_per_s']:.0f} img/s")
         err_console.print(" | ".join(parts), highlight=False)
 
-    result = train_cnn(
-        cfg, data, out, seed=seed, epochs=epochs, time_budget_min=time_budget, resume=resume,
-        limit=limit, batch_size=batch_size, in_memory=in_memory, init_weights=init_weights,
-        verbose=1 if not quiet and console.is_terminal and err_console.is_terminal else 0,
-        progress=on_epoch,
-    )  # fmt: skip
+    verbose = 1 if not quiet and console.is_terminal and err_console.is_terminal else 0
+    if curriculum is not None:
+        from dataclasses import replace
+
+        from baselines.cnn.curriculum import train_curriculum
+
+        if seed:
+            curriculum = replace(curriculum, stages=tuple(
+                replace(st, seed=st.seed + seed) for st in curriculum.stages))
+
+        def announce(k, stage) -> None:
+            err_console.print(f"stage {k}/{len(curriculum.stages)}: {stage.config.name}, "
+                              f"{stage.epochs} epochs, seed {stage.seed}", highlight=False)
+
+        result = train_curriculum(curriculum, data, out, resume=resume, limit=limit,
+                                  batch_size=batch_size, in_memory=in_memory, verbose=verbose,
+                                  progress=on_epoch, announce=announce)
+        cfg = curriculum
+    else:
+        result = train_mod.train_cnn(
+            cfg, data, out, seed=DEFAULT_SEED if seed is None else seed, epochs=epochs,
+            time_budget_min=time_budget, resume=resume, limit=limit, batch_size=batch_size,
+            in_memory=in_memory, init_weights=init_weights, verbose=verbose,
+            progress=on_epoch,
+        )  # fmt: skip
     rec = result.record
     mape = rec.get("best_val_mape")
     console.print(

@@ -23,6 +23,10 @@ def references_cmd(
         False, "--dry-run", help="list the steps and the time each took here, run nothing"
     ),
     force: bool = typer.Option(False, "--force", help="run every step, even those already done"),
+    train: bool = typer.Option(
+        False, "--train", help="v1: train the CNN references first (runs/references/) and "
+        "submit those weights instead of the committed ones"
+    ),
     submissions: Path | None = typer.Option(
         None, "--submissions", help="where the reference submissions go (default: the "
         "repository's submissions/)"
@@ -46,12 +50,14 @@ def references_cmd(
                            f"{info.spec.name} --out releases/{info.spec.name}`")
     steps = plan(info.spec.name, data, submissions=submissions or REFERENCES,
                  boards=boards or BOARDS, synthetic=info.spec.source == "synthetic",
-                 maps=not info.spec.is_track)
+                 maps=not info.spec.is_track, train=train)
     console.print(f"references of {info.spec.name}: {len(steps)} steps", highlight=False)
     for k, step in enumerate(steps, 1):
         state = "done" if step.done() else "to do"
-        console.print(f"{k:2d}. {step.name} [{state}, took {_seconds(step.measured_s)} here]: "
-                      f"{step.command()}", highlight=False, markup=False, soft_wrap=True)
+        note = f"; {step.note}" if step.note else ""
+        console.print(f"{k:2d}. {step.name} [{state}, took {_seconds(step.measured_s)} here"
+                      f"{note}]: {step.command()}", highlight=False, markup=False,
+                      soft_wrap=True)
     total = sum(s.measured_s or 0 for s in steps)
     console.print(f"recorded time of the steps: {_seconds(total)}", highlight=False)
     if dry_run:

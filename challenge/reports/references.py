@@ -11,6 +11,7 @@ their submissions are the committed v1 weights run on the release's test blends.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ class Reference:
         baseline: the ``blendbench baseline`` sub-command that runs it.
         weights: the v1 references whose ``model.keras`` it reads (CNNs), in order.
         synthetic_only: needs the noiseless models of a synthetic release (the oracle).
+        config: the ``blendbench train`` config (or curriculum) that trains it on v1 (CNNs).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Reference:
     baseline: str
     weights: tuple[str, ...] = ()
     synthetic_only: bool = False
+    config: str = ""
 
 
 REFERENCE_SET: tuple[Reference, ...] = (
@@ -52,15 +55,18 @@ REFERENCE_SET: tuple[Reference, ...] = (
     Reference("scarlet2", "scarlet2: two PSF-convolved Sérsic models fitted per blend",
               "scarlet2"),
     Reference("blend2flux", "the paper's blend2flux CNN, compact CPU architecture",
-              "blend2flux", ("blend2flux",)),
+              "blend2flux", ("blend2flux",), config="compact"),
     Reference("blend2mask2flux", "the paper's blend2mask2flux (U-Net maps, then a flux net), "
-              "flux loss stopped at the maps", "blend2mask2flux", ("blend2mask2flux",)),
+              "flux loss stopped at the maps", "blend2mask2flux", ("blend2mask2flux",),
+              config="compact"),
     Reference("blend2mask2flux-end-to-end", "blend2mask2flux trained end to end, the paper's "
-              "scheme (ablation)", "blend2mask2flux", ("blend2mask2flux-end-to-end",)),
+              "scheme (ablation)", "blend2mask2flux", ("blend2mask2flux-end-to-end",),
+              config="compact-end-to-end"),
     Reference("blend2flux-robust", "blend2flux trained on re-observed blends, reading each "
-              "blend's noise", "blend2flux", ("blend2flux-robust",)),
+              "blend's noise", "blend2flux", ("blend2flux-robust",), config="robust"),
     Reference("blend2mask2flux-robust", "blend2mask2flux trained on re-observed blends, "
-              "reading each blend's noise", "blend2mask2flux", ("blend2mask2flux-robust",)),
+              "reading each blend's noise", "blend2mask2flux", ("blend2mask2flux-robust",),
+              config="robust"),
     Reference("cnn-ensemble-robust", "mean of blend2flux-robust and blend2mask2flux-robust",
               "cnn-ensemble", ("blend2flux-robust", "blend2mask2flux-robust")),
 )
@@ -77,17 +83,24 @@ class Step:
         output: the file whose presence marks the step as done.
         measured_s: the seconds it took when the committed output was made (from its
             ``submission.toml``), or None where not recorded.
+        note: what to know about that time (a training step's epochs).
     """
 
     name: str
     argv: tuple[str, ...]
     output: Path
     measured_s: float | None = None
+    note: str = ""
 
     def command(self) -> str:
         return " ".join(("blendbench", *self.argv))
 
     def done(self) -> bool:
+        if self.output.name == "run.json":  # a training run: done when its record says so
+            try:
+                return json.loads(self.output.read_text())["status"] == "done"
+            except (OSError, ValueError, KeyError, TypeError):
+                return False
         return self.output.is_file()
 
 
@@ -99,18 +112,31 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _measured(folder: Path) -> float | None:
+def _measured(folder: Path, key: str = "inference_time_s") -> float | None:
     try:
         doc = tomllib.loads((folder / "submission.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return None
-    value = doc.get("inference_time_s")
+    value = doc.get(key)
     return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _epochs_note(model: str, config: str) -> str:
+    """The epochs a training step runs, against the time recorded for the committed weights
+    (which were trained with time budgets, so for fewer epochs where a budget ran out)."""
+    from baselines.cnn.configs import get_config
+    from baselines.cnn.curriculum import find_curriculum
+
+    recipe = find_curriculum(model, config)
+    epochs = recipe.epochs if recipe else get_config(model, config).train.epochs
+    return (f"{epochs} epochs; the time is that of the committed weights, trained with a time "
+            "budget")
 
 
 def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
          boards: Path = BOARDS, weights_from: Path | None = None,
-         synthetic: bool = True, maps: bool = True) -> list[Step]:
+         synthetic: bool = True, maps: bool = True, train: bool = False,
+         runs: Path = Path("runs") / "references") -> list[Step]:
     """The steps that rebuild the references of ``release`` from the release folder ``data``.
 
     Args:
@@ -123,9 +149,25 @@ def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
         synthetic: the release has noiseless models (False for real galaxies: no oracle).
         maps: keep the segmentation maps (False for the shift tracks: their report scores
             fluxes only, and the files stay small).
+        train: train the CNN references on ``data`` first (``blendbench train``, into
+            ``runs/<method>/``) and run those weights, copied into their submissions, instead
+            of the committed ones (v1 only: the CNNs are trained on v1).
     """
+    if train and release != "v1":
+        raise ReleaseError(f"{release}: the CNN references are trained on v1 only; rebuild "
+                           "v1 with --train, then the other releases without it")
     weights_dir = weights_from or submissions / "v1"
     steps = []
+    if train:
+        weights_dir = runs
+        for ref in REFERENCE_SET:
+            if ref.config:
+                model = ref.baseline
+                steps.append(Step(f"train {ref.name}", (
+                    "train", model, "--config", ref.config, "--data", str(data), "--out",
+                    _shown(runs / ref.name), "--quiet"), runs / ref.name / "run.json",
+                    _measured(submissions / release / ref.name, "training_time_s"),
+                    _epochs_note(model, ref.config)))
     for ref in REFERENCE_SET:
         if ref.synthetic_only and not synthetic:
             continue
@@ -133,7 +175,7 @@ def plan(release: str, data: str | Path, *, submissions: Path = REFERENCES,
         argv = ["baseline", ref.baseline, "--data", str(data), "--out", _shown(out)]
         for member in ref.weights:
             argv += ["--weights", _shown(weights_dir / member / "model.keras")]
-        if ref.weights and ref.baseline != "cnn-ensemble":
+        if ref.weights and ref.baseline != "cnn-ensemble" and not train:
             argv.append("--no-copy-weights")
         if not maps and ref.baseline != "blend2flux":  # blend2flux makes no maps
             argv.append("--no-maps")
@@ -172,7 +214,11 @@ def run_plan(steps: list[Step], *, force: bool = False,
             report(step, "skipped", 0.0)
             continue
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "challenge.cli", *step.argv],
+        argv = list(step.argv)
+        run_dir = step.output.parent
+        if argv[0] == "train" and run_dir.is_dir() and any(run_dir.iterdir()):
+            argv.append("--resume")  # an interrupted training run continues
+        proc = subprocess.run([sys.executable, "-m", "challenge.cli", *argv],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
