@@ -48,13 +48,6 @@ html_static_path: list[str] = []
 
 # --- docstrings as the pages show them -------------------------------------------------------
 
-# Where a docstring names a design section, the pages say what is meant instead.
-_DESIGN = [
-    (re.compile(r' of DESIGN(?:\.md)? "Score output"'), " that ``blendbench score --json`` writes"),
-    (re.compile(r'\s*\(DESIGN(?:\.md)? \(?"[^"]*"\)?\)'), ""),
-    (re.compile(r',? the contract of DESIGN(?:\.md)? "[^"]*"'), ""),
-    (re.compile(r' of DESIGN(?:\.md)? \(?"[^"]*"\)?'), ""),
-]
 # |x| in prose (an absolute value) would be a reStructuredText substitution reference.
 _BARS = re.compile(r"(?<![\w\\|])\|(?=\S)([^|`]*?\S)\|(?![\w|])")
 _LITERAL = re.compile(r"(``.+?``)")
@@ -66,8 +59,8 @@ def _escape_bars(text: str) -> str:
 
 
 def _docstring(app, what, name, obj, options, lines) -> None:
-    """Make the docstrings of the package read as the pages: design sections resolved, |x|
-    kept as text (outside literal blocks and inline literals)."""
+    """Keep |x| in the package's docstrings as text (outside literal blocks and inline
+    literals)."""
     block_indent = None  # the indentation of the paragraph that opened a literal block
     opened = False
     for k, line in enumerate(lines):
@@ -77,8 +70,6 @@ def _docstring(app, what, name, obj, options, lines) -> None:
         if opened and line.strip():
             opened = False
         if block_indent is None:
-            for pattern, repl in _DESIGN:
-                line = pattern.sub(repl, line)
             line = _escape_bars(line)
             if line.rstrip().endswith("::"):
                 block_indent, opened = indent, True

@@ -22,6 +22,10 @@ def test_the_registry_holds_the_reference_configs_only():
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
 def test_every_experiment_reads_back_as_written(path):
+    if "run it at the git tag" in path.read_text():  # options of an earlier version
+        with pytest.raises(ConfigError, match="older version runs at its git tag"):
+            read_config(path)
+        return
     config = read_config(path)
     assert path.stem == f"{config.model}-{config.name}"
     assert read_config(path, config.model) == config

@@ -1,4 +1,4 @@
-"""Hand-computed cases for every metric of DESIGN "Metrics"."""
+"""Hand-computed cases for every metric of docs/contract.md."""
 
 from __future__ import annotations
 

@@ -12,37 +12,21 @@ accelerator, with ``keras.ops`` and ``keras.random`` only (JAX, TensorFlow and P
    stays (noise never changes a galaxy's flux). Runs first, on the blend as stored. It assumes
    noiseless stamps, as synthetic releases have; stamps of real galaxies carry their own noise,
    which the step would keep.
-0b. **A closer companion** (a share ``closer_fraction``; needs the isolated noiseless galaxies)
-   — the companion's noiseless light (its share of the noiseless blend) moved by a whole number
-   of pixels towards the central galaxy, to ``t`` (uniform in [``closer_min``, 1]) of its
-   distance, and the blend rebuilt as central + moved companion + the blend's own noise: the
-   same two galaxies, closer on the sky. Its segmentation map moves with it; the light shares
-   are those of the new pair. The truth stays (a galaxy's flux does not depend on where it
-   lies); blends whose companion has more than 0.1% of its light within the shift of the
-   stamp's edge (light that would leave the stamp, or light cut by the stamp that would come
-   into view) are left as they are. The noise stays where it was: in v1 the companion's stamp
-   carries its own noise field, so the region that field covers does not move with the galaxy.
-   Where the CNNs' error is largest, in pairs that overlap, training then has many more of them.
-   blend2flux only (blend2mask2flux's map targets would have to move too).
 1. **Star-forming knots** (each galaxy with chance ``clump_fraction``; needs the truth
    segmentation maps as a second input) — a share ``f`` (uniform in ``clump_flux``) of the
    galaxy's light inside its own footprint (its segmentation map less the other galaxy's, or,
    with ``knot_light_share`` "isolated", its whole map with the light where the two overlap
    shared as the two isolated galaxies share it) is moved into ``n`` equal point sources
    (``n`` uniform in ``clump_count``), placed with probability proportional to that light
-   raised to ``knot_light_power`` (1: the knots follow
-   the light, so they share the galaxy's half-light radius; 0.5: spread wider), or as GalSim's
-   ``RandomKnots`` places them (``knot_placement``: a Gaussian of the galaxy's half-light
-   radius and shape), and blurred by a Gaussian PSF of ``knot_psf_sigma_px`` or by the
-   release's own PSF (``knot_psf``): clumpy substructure as in the ``v1-clumpy`` track. The
-   light moved is the light added, so each galaxy keeps its flux (up to the other galaxy's
-   faint wings inside the footprint). Its truth, a Kron flux, is either kept or re-measured
-   (``knot_truth``: times the ratio of the galaxy's Kron fluxes after and before,
-   :func:`kron_flux`). The pixels scaled by ``1 - f`` get white noise back to their former
-   level. With ``knot_noiseless`` the light comes from the two isolated noiseless galaxies
-   instead: the knots replace part of it, the sky noise stays as it was, and each knotted
-   galaxy's Kron flux is measured alone on its stamp, as the truth procedure measures it.
-   Runs first, on the blend as stored, so that the maps need no transform.
+   raised to ``knot_light_power`` (1: the knots follow the light, so they share the galaxy's
+   half-light radius; 0.5: spread wider), and blurred by a Gaussian PSF of
+   ``knot_psf_sigma_px`` or by the release's own PSF (``knot_psf``): clumpy substructure as in
+   the ``v1-clumpy`` track. The light moved is the light added, so each galaxy keeps its flux
+   (up to the other galaxy's faint wings inside the footprint). Its truth, a Kron flux, is
+   either kept or re-measured (``knot_truth``: times the ratio of the galaxy's Kron fluxes
+   after and before, :func:`kron_flux`). The pixels scaled by ``1 - f`` get white noise back
+   to their former level. Runs first, on the blend as stored, so that the maps need no
+   transform.
 2. **Symmetry** — one of the 8 dihedral transforms about pixel (64, 64) (the central galaxy stays
    on the central pixel; the sky has no preferred orientation).
 3. **PSF and pointing** (a share ``resample_fraction`` of the blends) — convolution with a
@@ -122,34 +106,14 @@ class AugmentSpec:
             :class:`ReObserve`): a knot is an unresolved star-forming region, drawn through the
             telescope as the ``v1-clumpy`` track draws its knots. v1's PSF (HST F160W) keeps 18%
             of its light beyond 4 px of the centre, a Gaussian of sigma 1.27 px under 1%.
-        knot_placement: where the knots fall: ``"light"`` (with probability ~ light **
-            ``knot_light_power``, inside the footprint) or ``"gaussian"`` (as GalSim's
-            ``RandomKnots`` places them, the ``v1-clumpy`` track's knots: a Gaussian with the
-            galaxy's half-light radius, axis ratio and angle, which may reach past the
-            footprint).
         knot_light_share: which light of the blend is a galaxy's: ``"footprint"`` (its
             segmentation map less the other's: where the two galaxies overlap nothing moves and
             no knot lands) or ``"isolated"`` (its segmentation map, each pixel's light shared
             in proportion to the two isolated noiseless galaxies, channels 3-4 of the
             footprints input, ``data.IsolatedLight``): knots also where the galaxies overlap,
             as in the ``v1-clumpy`` track, where splitting the blend is hardest.
-        knot_noiseless: the knots come from the two isolated galaxies' noiseless light (the
-            footprints input's last channel): the light moved into knots and where they land
-            come from it, the blend's sky noise stays as it was, and a knotted galaxy's truth
-            (``knot_truth``) is re-measured on it alone, as the truth procedure measures a
-            galaxy on its isolated stamp. Without it the Kron fluxes are measured on the blend
-            with the other galaxy's segment masked, where light the knots move into or out of
-            the masked overlap is flux made or lost: on v1's validation blends, with knots
-            drawn as the ``v1-clumpy`` track draws them, +5.4% on average (scatter 6%),
-            against +0.4% measured alone (docs/robust-cnns.md).
-        knot_spread: with ``knot_placement`` "gaussian", the knots' Gaussian is wider than
-            the galaxy's light by a factor drawn uniformly in this range, per galaxy: knots
-            may reach beyond the smooth light (as a disc's knots did, ``1 / sqrt(q)`` wider
-            than its light, in version 1.0 of the ``v1-clumpy`` track: docs/robust-cnns.md).
         quiet_fraction: share of blends observed under a quieter sky (step 0).
         quiet_factor: smallest sky sigma as a multiple of the blend's (log-uniform up to 1).
-        closer_fraction: share of blends whose companion is moved closer (step 0b).
-        closer_min: smallest new distance as a fraction of the pair's (uniform up to 1).
     """
 
     dihedral: bool = True
@@ -167,14 +131,9 @@ class AugmentSpec:
     knot_light_power: float = 0.5
     knot_truth: bool = False
     knot_psf: str = "gaussian"
-    knot_placement: str = "light"
     knot_light_share: str = "footprint"
-    knot_noiseless: bool = False
-    knot_spread: tuple[float, float] = (1.0, 1.0)
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
-    closer_fraction: float = 0.0
-    closer_min: float = 0.5
 
     @property
     def needs_footprints(self) -> bool:
@@ -184,19 +143,13 @@ class AugmentSpec:
 
     @property
     def needs_noiseless(self) -> bool:
-        """Whether a step reads the noiseless blend: a quieter sky, a closer companion, knots
-        that follow the noiseless light."""
-        return (
-            self.quiet_fraction > 0
-            or self.closer_fraction > 0
-            or (self.clump_fraction > 0 and self.knot_noiseless)
-        )
+        """Whether a step reads the noiseless blend: a quieter sky."""
+        return self.quiet_fraction > 0
 
     @property
     def needs_isolated(self) -> bool:
         """Whether that input carries what the isolated noiseless galaxies give: the light
-        shares (knots of ``knot_light_share`` "isolated", a closer companion) and, for a
-        quieter sky or a closer companion, their sum."""
+        shares (knots of ``knot_light_share`` "isolated") and, for a quieter sky, their sum."""
         return self.needs_footprints and (
             self.knot_light_share == "isolated" or self.needs_noiseless
         )
@@ -303,14 +256,6 @@ def _gaussian_matrices(sigma, shift, n: int):
     return ops.exp(-0.5 * ops.square((offsets - d) / s)) / norm, gain
 
 
-def isolated_galaxies(footprints):
-    """(batch, 2, H, W) the two isolated noiseless galaxies [central, companion], counts: each
-    one's share of the light (channels 2-3 of the footprints) times the noiseless blend (the
-    last channel; ``AugmentSpec.footprint_channels``)."""
-    fp = ops.cast(footprints, "float32")
-    return ops.transpose(fp[..., 2:4] * fp[..., -1:], (0, 3, 1, 2))
-
-
 def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     """Move a share of each chosen galaxy's light into star-forming knots (step 1 above).
 
@@ -324,10 +269,6 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         sigma0: (batch,) each blend's sky noise, counts / px.
         psf_otf: with ``spec.knot_psf == "release"``, the (real, imaginary) parts of the
             PSF's discrete Fourier transform on the (H, W) grid (:func:`psf_transfer`).
-
-    With ``spec.knot_noiseless`` the footprints' last channel is the noiseless blend (counts):
-    the galaxies' light comes from it, the knots replace part of it, the noise is untouched and
-    the Kron fluxes are measured on it before and after.
 
     Returns:
         (batch, H, W, 1) blends with the same total flux per galaxy footprint, and (batch, 2)
@@ -343,9 +284,7 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     else:
         own = maps * (1.0 - ops.flip(maps, axis=-1))
     own = ops.transpose(own, (0, 3, 1, 2))  # (batch, 2, H, W): each galaxy's share of a pixel
-    # the galaxies' light: the noiseless blend's, or the observed blend's (its noise included)
-    source = ops.cast(footprints[..., -1], "float32") if spec.knot_noiseless else image
-    light = source[:, None] * own
+    light = image[:, None] * own  # the observed blend's light, its noise included
     total = ops.sum(light, axis=(2, 3))  # (batch, 2) counts
     on = ops.logical_and(
         keras.random.uniform((n, 2), seed=gen) < spec.clump_fraction, total > 0.0
@@ -353,28 +292,17 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
     share = ops.where(on, keras.random.uniform((n, 2), *spec.clump_flux, seed=gen), 0.0)
     k_max = int(spec.clump_count[1])
     count = keras.random.randint((n, 2), int(spec.clump_count[0]), k_max + 1, seed=gen)
-    if spec.knot_placement == "gaussian":
-        spread = None
-        if tuple(spec.knot_spread) != (1.0, 1.0):
-            spread = keras.random.uniform((2 * n,), *spec.knot_spread, seed=gen)
-        pixel = _gaussian_knot_pixels(
-            ops.reshape(light, (-1, h, w)), k_max, spec.knot_psf_sigma_px, gen, spread
-        )
-    else:  # with probability ~ light ** power (pixels at or below zero: never)
-        positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
-        logits = ops.where(positive > 0, spec.knot_light_power * ops.log(positive + 1e-30), -1e9)
-        pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
+    # with probability ~ light ** power (pixels at or below zero: never)
+    positive = ops.reshape(ops.maximum(light, 0.0), (-1, h * w))
+    logits = ops.where(positive > 0, spec.knot_light_power * ops.log(positive + 1e-30), -1e9)
+    pixel = keras.random.categorical(logits, k_max, dtype="int32", seed=gen)  # (2 batch, K)
     rows = ops.one_hot(pixel // w, h)  # (2 batch, K, H)
     cols = ops.one_hot(pixel % w, w)  # (2 batch, K, W)
     active = ops.cast(ops.arange(k_max)[None, :] < ops.reshape(count, (-1, 1)), "float32")
     knot_flux = ops.reshape(share * total / ops.cast(count, "float32"), (-1, 1)) * active
     points = ops.matmul(ops.transpose(rows * knot_flux[..., None], (0, 2, 1)), cols)
-    points = ops.reshape(points, (-1, 2, h, w))  # (batch, 2, H, W): each galaxy's knots
-    # each galaxy's knots apart only where its truth is measured on it alone
-    isolated_truth = spec.knot_noiseless and spec.knot_truth
-    if not isolated_truth:
-        points = ops.sum(points, axis=1, keepdims=True)
-    flat = ops.reshape(points, (-1, h, w))
+    points = ops.sum(ops.reshape(points, (-1, 2, h, w)), axis=1)  # (batch, H, W): the knots
+    flat = points
     if psf_otf is not None:
         knots = _convolve(flat, psf_otf)
     else:
@@ -382,18 +310,9 @@ def add_knots(x, footprints, spec: AugmentSpec, gen, sigma0, psf_otf=None):
         ky, _ = _gaussian_matrices(psf, ops.zeros_like(psf), h)
         kx, _ = _gaussian_matrices(psf, ops.zeros_like(psf), w)
         knots = ops.matmul(ops.matmul(ky, flat), ops.transpose(kx, (0, 2, 1)))
-    knots = ops.reshape(knots, ops.shape(points))  # (batch, 2 or 1, H, W)
-    moved = share[:, :, None, None] * light  # (batch, 2, H, W)
-    moved_sum, knots_sum = ops.sum(moved, axis=1), ops.sum(knots, axis=1)
+    moved_sum = ops.sum(share[:, :, None, None] * light, axis=1)  # (batch, H, W)
+    knots_sum = knots
     log_ratio = ops.zeros((n, 2), dtype="float32")
-    if spec.knot_noiseless:
-        knotted = image - moved_sum + knots_sum  # noiseless light moved: the noise stays
-        if spec.knot_truth:
-            # as the truth procedure measures a galaxy: alone on its stamp, nothing masked
-            alone = isolated_galaxies(footprints)
-            ratio = _kron_log_ratio(alone, alone - moved + knots, maps)
-            log_ratio = ops.where(on, ratio, 0.0)
-        return knotted[..., None], log_ratio
     # The scaled pixels' noise, sigma0 (1 - sum f own), brought back to sigma0.
     kept = 1.0 - ops.sum(share[:, :, None, None] * own, axis=1)
     refill = ops.sqrt(ops.maximum(1.0 - ops.square(kept), 0.0))
@@ -475,40 +394,6 @@ def _ellipse(weight) -> dict:
     return {"xc": xc, "yc": yc, "a": a, "b": b, "theta": theta, "dx": dx, "dy": dy, "r": r}
 
 
-def _gaussian_knot_pixels(light, k_max: int, psf_sigma: float, gen, spread=None):
-    """(m, K) flat pixel indices of knots drawn as GalSim's ``RandomKnots`` draws them.
-
-    A Gaussian with the galaxy's half-light radius, axis ratio and angle, centred on it: the
-    half-light radius is that of the (m, H, W) light in elliptical apertures of its
-    second-moment ellipse, less the PSF (``psf_sigma`` px, subtracted in quadrature, since the
-    knots are drawn through it afterwards), times ``spread`` (m,) where given. Positions are
-    rounded to the nearest pixel and kept on the stamp.
-    """
-    m, h, w = ops.shape(light)[0], light.shape[1], light.shape[2]
-    weight = ops.maximum(light, 0.0)
-    e = _ellipse(weight)
-    r = ops.reshape(e["r"], (-1, h * w))
-    order = ops.argsort(r, axis=-1)
-    cumulative = ops.cumsum(ops.take_along_axis(ops.reshape(weight, (-1, h * w)), order, -1), -1)
-    half = ops.sum(ops.cast(cumulative < 0.5 * cumulative[:, -1:], "int32"), axis=-1)
-    r_half = ops.take_along_axis(ops.take_along_axis(r, order, -1), half[:, None], -1)[:, 0]
-    to_sigma = 1.0 / math.sqrt(2.0 * math.log(2.0))  # a Gaussian's sigma / half-light radius
-
-    def intrinsic(axis):  # sigma along that axis, the PSF taken out
-        sigma = r_half * axis * to_sigma
-        return ops.sqrt(ops.maximum(sigma**2 - psf_sigma**2, 0.25))
-
-    z = keras.random.normal((m, k_max, 2), seed=gen)
-    u = z[..., 0] * intrinsic(e["a"])[:, None]
-    v = z[..., 1] * intrinsic(e["b"])[:, None]
-    if spread is not None:
-        u, v = u * spread[:, None], v * spread[:, None]
-    cos, sin = ops.cos(e["theta"])[:, None], ops.sin(e["theta"])[:, None]
-    x = ops.clip(ops.round(e["xc"][:, None] + u * cos - v * sin), 0, w - 1)
-    y = ops.clip(ops.round(e["yc"][:, None] + u * sin + v * cos), 0, h - 1)
-    return ops.cast(y, "int32") * w + ops.cast(x, "int32")
-
-
 def kron_flux(image, segment, keep):
     """The truth procedure's Kron flux (``photometry.kron_flux``), in ``keras.ops``.
 
@@ -545,20 +430,16 @@ def _kron_log_ratio(before, after, maps):
     """(batch, 2) log10 of each galaxy's Kron flux in ``after`` over that in ``before``.
 
     ``before``, ``after``: (batch, H, W) blends, each galaxy measured on its own segment with
-    the other's pixels masked; or (batch, 2, H, W) the two galaxies alone, each measured on
-    its own segment with nothing masked. ``maps``: (batch, H, W, 2) truth segmentation maps
+    the other's pixels masked. ``maps``: (batch, H, W, 2) truth segmentation maps
     [central, companion]. A ratio outside [1/2, 2] (a measurement gone wrong, not a knot)
     counts as 1.
     """
     n, h, w = ops.shape(before)[0], before.shape[-2], before.shape[-1]
     segment = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (-1, h, w))
-    alone = len(before.shape) == 4
-    others = ops.zeros_like(maps) if alone else ops.flip(maps, axis=-1)
+    others = ops.flip(maps, axis=-1)
     keep = ops.reshape(ops.transpose(1.0 - others, (0, 3, 1, 2)), (-1, h, w))
 
     def per_galaxy(image):
-        if alone:
-            return ops.reshape(image, (-1, h, w))
         return ops.reshape(ops.repeat(image[:, None], 2, axis=1), (-1, h, w))
 
     k0 = kron_flux(per_galaxy(before), segment, keep)
@@ -589,62 +470,6 @@ def quieter_sky(x, noiseless, spec: AugmentSpec, gen):
     return _per_blend(on, noiseless + q * (x - noiseless), x)
 
 
-def _shift_matrices(shift, n: int):
-    """(batch, n, n) matrices S with S[i, j] = 1 where j = i - shift: ``S @ a`` moves the rows
-    of a by ``shift`` (batch,) whole pixels, filling with zeros (``blending.shift_image`` on the
-    host, one shift for all; here each blend has its own, inside the compiled step)."""
-    idx = ops.arange(n, dtype="int32")
-    source = ops.reshape(idx, (1, n, 1)) - ops.reshape(ops.cast(shift, "int32"), (-1, 1, 1))
-    return ops.cast(ops.equal(source, ops.reshape(idx, (1, 1, n))), "float32")
-
-
-def closer_companion(x, footprints, spec: AugmentSpec, gen):
-    """A share ``spec.closer_fraction`` of the blends with the companion moved closer (step 0b).
-
-    Args:
-        x: (batch, H, W, 1) blends, counts.
-        footprints: (batch, H, W, 5) the maps [central, companion], each galaxy's share of the
-            light and the noiseless blend, counts (``AugmentSpec.footprint_channels``).
-        spec: the augmentation (``closer_fraction``, ``closer_min``).
-        gen: the layer's ``keras.random.SeedGenerator``.
-
-    Returns:
-        The blends and their footprints (same shapes): for the chosen blends the central galaxy
-        plus the companion moved to ``t`` of its distance from pixel (H/2, W/2) (rounded to
-        whole pixels), plus the blend's noise; the others as they were.
-    """
-    n, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
-    fp = ops.cast(footprints, "float32")
-    noiseless = fp[..., -1]
-    galaxies = isolated_galaxies(fp)
-    central, companion = galaxies[:, 0], galaxies[:, 1]
-    yy, xx = _pixel_grid(h, w)
-    light = ops.sum(companion, axis=(1, 2))
-    yc, xc = _centroid(companion)
-    t = keras.random.uniform((n,), spec.closer_min, 1.0, seed=gen)
-    on = keras.random.uniform((n,), seed=gen) < spec.closer_fraction
-    dy, dx = ops.round((t - 1.0) * (yc - h // 2)), ops.round((t - 1.0) * (xc - w // 2))
-    sy, sx = _shift_matrices(dy, h), _shift_matrices(dx, w)
-
-    def move(image):  # (batch, H, W) moved by (dy, dx)
-        return ops.matmul(ops.matmul(sy, image), ops.transpose(sx, (0, 2, 1)))
-
-    # the light within the shift of the stamp's edge: what would leave it or come into view
-    reach = ops.reshape(ops.maximum(ops.abs(dy), ops.abs(dx)), (-1, 1, 1))
-    edge = (yy < reach) | (yy >= h - reach) | (xx < reach) | (xx >= w - reach)
-    edge_light = ops.sum(ops.where(edge, companion, 0.0), axis=(1, 2))
-    moves = ops.logical_or(ops.not_equal(dy, 0.0), ops.not_equal(dx, 0.0))
-    on = on & moves & (light > 0) & (edge_light <= 1e-3 * light)
-    moved = move(companion)
-    blend = central + moved
-    inside = blend > 0
-    safe = ops.where(inside, blend, 1.0)
-    new_fp = ops.stack([fp[..., 0], move(fp[..., 1]), ops.where(inside, central / safe, 0.0),
-                        ops.where(inside, moved / safe, 0.0), blend], axis=-1)  # fmt: skip
-    new_x = x + (blend - noiseless)[..., None]
-    return _per_blend(on, new_x, x), _per_blend(on, new_fp, fp)
-
-
 @keras.saving.register_keras_serializable(package="blendbench")
 class ReObserve(layers.Layer):
     """Training-only random re-observation: (batch, H, W, 1) counts -> same, log10 s, k.
@@ -652,7 +477,7 @@ class ReObserve(layers.Layer):
     Returns the transformed blends, ``log10 s`` (batch, 1) (the flux factor applied; (batch, 2),
     one per galaxy, with ``knot_truth``: the knots' Kron flux ratio included) and the
     dihedral index ``k`` (batch,) int32; at inference (``training`` false) the blends unchanged,
-    zeros and zeros. With ``clump_fraction``, ``quiet_fraction`` or ``closer_fraction`` > 0 the
+    zeros and zeros. With ``clump_fraction`` or ``quiet_fraction`` > 0 the
     layer takes a second input, the truth segmentation maps (batch, H, W, 2) of the blends and
     what the isolated galaxies give (``AugmentSpec.footprint_channels``).
     """
@@ -670,19 +495,9 @@ class ReObserve(layers.Layer):
             raise ValueError(
                 f"knot_psf must be 'gaussian' or 'release', not {self.spec.knot_psf!r}"
             )
-        if self.spec.knot_placement not in ("light", "gaussian"):
-            raise ValueError(
-                f"knot_placement must be 'light' or 'gaussian', not {self.spec.knot_placement!r}"
-            )
         if self.spec.knot_light_share not in ("footprint", "isolated"):
             raise ValueError("knot_light_share must be 'footprint' or 'isolated', not "
                              f"{self.spec.knot_light_share!r}")
-        lo, hi = self.spec.knot_spread
-        if not 0 < lo <= hi:
-            raise ValueError(f"knot_spread must be a range (low, high), 0 < low <= high, not "
-                             f"{self.spec.knot_spread!r}")  # fmt: skip
-        if not 0 < self.spec.closer_min <= 1:
-            raise ValueError(f"closer_min must be in (0, 1], not {self.spec.closer_min!r}")
         if not 0 < self.spec.quiet_factor <= 1:
             raise ValueError(f"quiet_factor must be in (0, 1], not {self.spec.quiet_factor!r}")
         if self.spec.knot_psf == "release" and psf is None:
@@ -709,13 +524,11 @@ class ReObserve(layers.Layer):
             return keras.random.uniform((n,), seed=gen) < p
 
         if spec.needs_footprints and footprints is None:
-            raise ValueError("ReObserve with clump_fraction, quiet_fraction or closer_fraction "
-                             "> 0 needs the segmentation maps")
+            raise ValueError("ReObserve with clump_fraction or quiet_fraction > 0 needs the "
+                             "segmentation maps")
         if spec.quiet_fraction > 0:
             # the noiseless blend is the last channel (AugmentSpec.footprint_channels)
             x = quieter_sky(x, footprints[..., -1:], spec, gen)
-        if spec.closer_fraction > 0:
-            x, footprints = closer_companion(x, footprints, spec, gen)
         sigma0 = ops.reshape(self.sky_noise(x), (-1,))  # the blend's noise before any change
         log_knots = None
         if spec.clump_fraction > 0:

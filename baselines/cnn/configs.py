@@ -122,9 +122,8 @@ class TrainConfig:
             rule for Adam: the gradient noise per step falls as 1 / sqrt(batch)).
         resample_fraction, psf_sigma_px, shift_px, faint_fraction, faint_mag, noise_fraction,
             noise_factor, clump_fraction, clump_flux, clump_count, knot_psf_sigma_px,
-            knot_light_power, knot_truth, knot_psf, knot_placement, knot_light_share,
-            knot_noiseless, knot_spread, quiet_fraction, quiet_factor, closer_fraction,
-            closer_min: the random re-observation of training blends on the accelerator
+            knot_light_power, knot_truth, knot_psf, knot_light_share, quiet_fraction,
+            quiet_factor: the random re-observation of training blends on the accelerator
             (``baselines.cnn.augment.AugmentSpec``; all shares 0 leaves dihedral transforms
             only).
     """
@@ -156,14 +155,9 @@ class TrainConfig:
     knot_light_power: float = 0.5
     knot_truth: bool = False
     knot_psf: str = "gaussian"
-    knot_placement: str = "light"
     knot_light_share: str = "footprint"
-    knot_noiseless: bool = False
-    knot_spread: tuple[float, float] = (1.0, 1.0)
     quiet_fraction: float = 0.0
     quiet_factor: float = 0.4
-    closer_fraction: float = 0.0
-    closer_min: float = 0.5
 
     def scaled_learning_rate(self) -> float:
         """Peak learning rate for ``batch_size`` (square-root rule, see the class docstring)."""

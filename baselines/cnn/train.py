@@ -326,8 +326,7 @@ def _isolated_light(data: Path, split: str, path: Path, limit: int | None) -> Is
         return isolated_light(data, split, ids)
     except ReleaseError as err:
         raise TrainingError(
-            f"{err} (knot_light_share 'isolated', knot_noiseless, quiet_fraction and "
-            "closer_fraction need it)"
+            f"{err} (knot_light_share 'isolated' and quiet_fraction need it)"
         ) from None
 
 
@@ -452,10 +451,6 @@ def train_cnn(
                 "(`blendbench generate --release v1 --out DIR`)"
             )
     asked = augment_spec(config)
-    if asked.closer_fraction > 0 and config.model != "blend2flux":
-        raise TrainingError(f"--config {config.name}: closer_fraction moves the companion, and "
-                            f"{config.model}'s map targets would not move with it; train "
-                            "blend2flux with it")
     knots = asked.needs_footprints  # the knots read the truth maps
     needs = ("flux",) if config.model == "blend2flux" and not knots else ("masks", "flux")
     check_split_file(train_path, needs)

@@ -196,7 +196,6 @@ TRACK_SHIFTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "v1-clumpy": (
         "clumpy galaxies: 30–60% of every galaxy's flux in 20–60 star-forming knots",
-        # 1.1: an inclined disc's knots stay on the disc (1.0 spread them 1 / sqrt(cos i) wider)
         {"clumps": True, "version": "1.1"},
     ),
     "v1-close": (

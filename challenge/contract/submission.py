@@ -1,4 +1,4 @@
-"""Reading and validating submissions: the submitter's side of the contract (DESIGN "File formats").
+"""Reading and validating submissions: the submitter's side of the contract (docs/contract.md).
 
 A submission is either an HDF5 ``predictions.h5`` (``blend_id`` (N,), ``flux`` (N, 2), optional
 ``masks`` (N, 2, H, W) in [0, 1], optional ``flux_err`` (N, 2), optional ``detection`` (N,), attrs

@@ -69,7 +69,7 @@ def draw_pairs(
 
     Rows are indices into ``galaxies`` (columns mag, r_e_px). One random stream per split.
     Centrals are drawn among the rows that have a partner only (when every row has one, the
-    stream is the one of releases made before this rule).
+    draws are those of drawing among all rows).
 
     Raises:
         ReleaseError: the pool holds fewer than two galaxies or no pair within |Δm|.
@@ -111,7 +111,7 @@ def draw_pairs(
 
 
 def pair_table(galaxies: Table, pairs: list[PairDraw], first_blend_id: int) -> Table:
-    """The pair table of DESIGN.md ("Release folder"), plus the model fluxes of both galaxies."""
+    """The pair table of a release folder (docs/contract.md), plus both galaxies' model fluxes."""
     c = np.array([p.central for p in pairs], dtype=np.int64)
     k = np.array([p.companion for p in pairs], dtype=np.int64)
     dx = np.array([p.dx for p in pairs], dtype=np.int64)

@@ -14,7 +14,7 @@ Conventions that reproduce the paper's numbers (verified in tests/test_candels20
   zero point 25.67 and are not on the truth's scale);
 * the paper's selection: a central counts when SExtractor's case is 0 (central only) or 2 (both),
   a companion when it is 1 (companion only) or 2. Every method is scored on the same galaxies.
-* no sigma-clipping, no galaxy dropped beyond that selection: DESIGN's definitions as they stand
+* no sigma-clipping, no galaxy dropped beyond that selection: the kit's definitions as they stand
   (MAPE = mean APE; bias = mean Delta mag; sigma = std, ddof = 0; outlier |Delta mag| > 0.75).
 * the "all" view scores every galaxy, a sep non-detection (NaN magnitude) as flux 0, i.e. a failure
   (APE = 1, Delta mag = +inf, counted as an outlier).

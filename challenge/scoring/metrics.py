@@ -1,4 +1,4 @@
-"""Photometry and segmentation metrics: pure array functions, the contract of DESIGN.md "Metrics".
+"""Photometry and segmentation metrics: pure array functions, as docs/contract.md defines them.
 
 Conventions, stated once:
 
@@ -283,7 +283,7 @@ CALIBRATION_METRICS = ("coverage_68", "coverage_95", "mean_z", "crps", "crps_fra
 def summarize(
     flux, truth, *, flux_err=None, n_inter=None, n_pred=None, n_true=None
 ) -> dict[str, float]:
-    """All metrics of one set of galaxies, as a dict (the ``{...}`` of DESIGN "Score output").
+    """All metrics of one set of galaxies, as a dict (the ``{...}`` of the score document).
 
     Args:
         flux, truth: predicted and true fluxes (n,), counts.

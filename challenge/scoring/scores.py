@@ -2,7 +2,7 @@
 
 The flow is ``load_truth`` (release folder or shipped release name -> :class:`Truth`) then
 ``score`` (a :class:`~challenge.contract.submission.Submission` and a Truth -> :class:`Score`, whose
-``to_dict()`` is the JSON of DESIGN "Score output") or ``compare`` (two submissions -> paired
+``to_dict()`` is the JSON of ``score --json``) or ``compare`` (two submissions -> paired
 bootstrap differences). Every function takes an optional per-galaxy ``selection`` (n_blends, 2)
 bool: only selected galaxies are scored (the CANDELS track applies the paper's selection with it).
 
@@ -546,7 +546,7 @@ def interval95(rep: np.ndarray) -> list[float]:
 
 @dataclass
 class Score:
-    """The scores of one submission (DESIGN "Score output") plus the per-galaxy arrays."""
+    """The scores of one submission (``score --json``'s document) and the per-galaxy arrays."""
 
     release: str
     submission: str
@@ -562,7 +562,7 @@ class Score:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document of DESIGN "Score output" (NaN written as null)."""
+        """The JSON document of ``score --json`` (NaN written as null)."""
         return _jsonable({
             "release": self.release, "submission": self.submission, "truth": self.truth,
             "selection": self.selection, "n_boot": self.n_boot, "seed": self.seed,

@@ -1,4 +1,4 @@
-"""Budget (DESIGN "Budgets"): scoring 5,000 blends with masks, all bins, 1,000 resamples <= 2 s.
+"""Budget: scoring 5,000 blends with masks, all bins, 1,000 resamples <= 2 s.
 
 Run with ``pytest tests/benchmarks --benchmarks``. The timed call is what ``blendbench score``
 does: read predictions.h5 (gzip masks), load the release truth (streaming test_truth.h5 masks),
