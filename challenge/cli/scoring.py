@@ -62,6 +62,18 @@ def _interval(ci, fmt: str, scale: float = 1) -> str:
     return f"[{_f(ci[0], fmt, scale)}, {_f(ci[1], fmt, scale)}]"
 
 
+MAX_BOOT = 100_000  # bootstrap resamples: beyond, the intervals gain nothing but time
+
+
+def check_bootstrap(n_boot: int, seed: int) -> None:
+    """Refuse bootstrap settings no run can use, in one line (exit 2)."""
+    if not 0 <= n_boot <= MAX_BOOT:
+        raise ReleaseError(f"--n-boot {n_boot}: give a number of resamples from 0 (none) to "
+                           f"{MAX_BOOT:,}")
+    if not 0 <= seed < 2**32:
+        raise ReleaseError(f"--seed {seed}: give a whole number from 0 to 4294967295")
+
+
 def _warn(messages: list[str]) -> None:
     for msg in messages:
         err_console.print(styled("warning:", "yellow", msg), highlight=False, soft_wrap=True)
@@ -91,6 +103,7 @@ def score_cmd(
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
 ) -> None:
     """Validate and score one submission: table, JSON and paper-style figures."""
+    check_bootstrap(n_boot, seed)
     from challenge.scoring.evaluator import per_galaxy_table, table_format, write_table
     from challenge.scoring.scores import score
 
@@ -143,6 +156,7 @@ def compare_cmd(
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
 ) -> None:
     """Paired-bootstrap comparison of two submissions (difference A − B, 95% interval)."""
+    check_bootstrap(n_boot, seed)
     from challenge.scoring.scores import compare
 
     t = load_truth(data, truth)
@@ -239,6 +253,7 @@ def leaderboard_cmd(
     ),
 ) -> None:
     """Score every submission folder and write leaderboard.md / .csv / .html."""
+    check_bootstrap(n_boot, seed)
     if track == "candels2019":
         from challenge.reports.candels2019 import build_candels_track
 
@@ -311,6 +326,7 @@ def robustness_cmd(
     seed: int = typer.Option(DEFAULT_SEED, "--seed", help="bootstrap seed"),
 ) -> None:
     """MAPE of every method on the distribution-shift tracks, relative to the base release."""
+    check_bootstrap(n_boot, seed)
     from challenge.reports.robustness import build_robustness
 
     names = None

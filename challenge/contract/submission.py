@@ -834,16 +834,33 @@ def submission_from_arrays(blend_id, flux, *, masks=None, flux_err=None, detecti
         SubmissionError: naming the field, the first offending blend ids and the fix.
     """
     path = Path(name)
-    ids = _check_ids(path, np.asarray(blend_id))
+
+    def plain(field: str, value) -> np.ndarray:
+        """``value`` as a plain array: no masked array (whose hidden values would be scored),
+        no ragged nesting."""
+        if isinstance(value, np.ma.MaskedArray):
+            raise _err(path, field, "a masked array (its masked values would be scored as "
+                       "they are)", "fill or drop the masked entries (np.ma.filled) first")
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise _err(path, field, f"not an array ({_first_line(err, 80)})",
+                       "give one row per blend, all of the same length") from None
+        if arr.dtype == object:
+            raise _err(path, field, "ragged or mixed values (an object array)",
+                       "give one row per blend, all of the same length, numbers only")
+        return arr
+
+    ids = _check_ids(path, plain("blend_id", blend_id))
     return Submission(
         name=name, release=release, blend_id=ids,
-        flux=_check_pairs(path, "flux", np.asarray(flux), ids),
-        masks=None if masks is None else _read_masks(path, np.asarray(masks), ids),
+        flux=_check_pairs(path, "flux", plain("flux", flux), ids),
+        masks=None if masks is None else _read_masks(path, plain("masks", masks), ids),
         flux_err=None if flux_err is None else _check_pairs(path, "flux_err",
-                                                            np.asarray(flux_err), ids,
+                                                            plain("flux_err", flux_err), ids,
                                                             positive=True),
-        detection=None if detection is None else _check_detection(path, np.asarray(detection),
-                                                                  ids),
+        detection=None if detection is None else _check_detection(
+            path, plain("detection", detection), ids),
         path=path,
     )
 

@@ -4,7 +4,8 @@ The rule is the authors' candels-blender rule: the central is drawn at random fr
 galaxies, the companion from the same split with |m_cen - m_comp| < max_delta_mag and a different
 id; the integer shift (dx, dy) has max(R1, R2) <= hypot(dx, dy) <= min(4 min(R1, R2), 64) px
 (R = half-light semi-major axis); where those bounds cross, the lower bound is 0.8 x the upper.
-A shift is redrawn up to 25 times, then a new pair is drawn.
+A shift is redrawn up to 25 times, then a new pair is drawn; after 2,000 pairs in a row without
+a shift the radii cannot fit the rule, and the draw stops with an error.
 
 A galaxy with no partner in its split (no other galaxy within |Δm| < max_delta_mag) cannot be
 blended: :func:`has_partner` finds them, the release leaves them out and records their ids, and
@@ -22,6 +23,7 @@ from challenge.contract.errors import ReleaseError
 
 MAX_SHIFT_PX = 64.0
 SHIFT_TRIES = 25
+MAX_FAILED_PAIRS = 2_000  # pairs drawn in a row without a shift: the radii cannot fit the rule
 
 
 def shift_bounds(r1: np.ndarray | float, r2: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +94,21 @@ def draw_pairs(
         )
     rows = rows[partnered]
     pairs: list[PairDraw] = []
+    failed = 0  # pair draws in a row that found no shift
     while len(pairs) < n_blends:
+        if failed >= MAX_FAILED_PAIRS:
+            ids = galaxies["galaxy_id"][rows] if "galaxy_id" in galaxies.colnames else rows
+            shown = ", ".join(str(i) for i in list(ids)[:5]) + (", ..." if len(rows) > 5 else "")
+            raise ReleaseError(
+                f"split {split_index}: no integer shift fits the pair rule after "
+                f"{MAX_FAILED_PAIRS} pairs drawn in a row (galaxies {shown}; r_e_px from "
+                f"{r_e[rows].min():.3g} to {r_e[rows].max():.3g}); give the catalogue's r_e in "
+                "pixels, at least about 0.5 px")
         c = int(rng.choice(rows))
         candidates = rows[(np.abs(mag[rows] - mag[c]) < max_delta_mag) & (rows != c)]
         if len(candidates) == 0:
             continue
+        failed += 1
         k = int(rng.choice(candidates))
         lo, hi = shift_bounds(r_e[c], r_e[k])
         for _ in range(SHIFT_TRIES):
@@ -106,6 +118,7 @@ def draw_pairs(
             if lo <= np.hypot(dx, dy) <= hi and (dx, dy) != (0, 0):
                 seed_ = int(rng.integers(0, 2**62))
                 pairs.append(PairDraw(c, k, dx, dy, seed_))
+                failed = 0
                 break
     return pairs
 

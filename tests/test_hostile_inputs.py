@@ -1,0 +1,60 @@
+"""Inputs no run can use get one line and exit 2, never a silently wrong result or a hang:
+masked and ragged arrays in memory, bootstrap options, radii no shift fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from typer.testing import CliRunner
+
+from challenge import Evaluator, SubmissionError
+from challenge.cli import app
+from challenge.contract.errors import ReleaseError
+from challenge.contract.release import resolve_release
+from challenge.contract.workspace import REFERENCES
+from challenge.pipeline.pairs import draw_pairs
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mini_arrays():
+    folder, _ = resolve_release("mini")
+    pairs = Table.read(folder / "pairs_test.ecsv", format="ascii.ecsv")
+    flux = np.stack([pairs["flux_central"], pairs["flux_companion"]], axis=1).astype(float)
+    return np.asarray(pairs["blend_id"]), flux
+
+
+def test_the_evaluator_refuses_masked_and_ragged_arrays(mini_arrays):
+    ids, flux = mini_arrays
+    ev = Evaluator("mini", n_boot=0)
+    hidden = np.ma.masked_array(flux.copy(), mask=np.zeros(flux.shape, bool))
+    hidden.data[0, 0], hidden.mask[0, 0] = 1e6, True  # a masked value the score would read
+    with pytest.raises(SubmissionError, match="field 'flux': a masked array"):
+        ev.eval(ids, hidden)
+    ragged = [list(row) for row in flux]
+    ragged[3] = ragged[3][:1]
+    with pytest.raises(SubmissionError, match="field 'flux'") as err:
+        ev.eval(ids, ragged)
+    assert "\n" not in str(err.value)
+    assert ev.eval(ids, flux)["overall"]["both"]["mape"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [
+    ("--n-boot", "-5", "--n-boot -5"), ("--n-boot", "1000000000", "--n-boot 1000000000"),
+    ("--seed", "-1", "--seed -1"), ("--seed", str(2**40), "--seed"),
+])
+def test_bootstrap_options_are_bounded(option, value, match):
+    for command in (["score", str(REFERENCES / "mini" / "sep")],
+                    ["leaderboard", "--references-only"]):
+        res = runner.invoke(app, [*command, "--data", "mini", option, value])
+        assert res.exit_code == 2 and match in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+
+
+def test_radii_no_shift_fits_stop_the_draw_with_the_reason():
+    galaxies = Table({"galaxy_id": [7, 8, 9], "mag": [20.0, 20.5, 21.0],
+                      "r_e_px": [0.1, 0.1, 0.1]})  # r_e given in arcsec, say
+    with pytest.raises(ReleaseError, match="no integer shift fits.*galaxies 7, 8, 9.*r_e_px"):
+        draw_pairs(galaxies, np.ones(3, bool), 10, seed=0, split_index=0)
