@@ -23,6 +23,7 @@ filters other than HDF5's built-in ones. Such refusals never quote the other fil
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -678,12 +679,100 @@ def _first_line(err: BaseException, limit: int = 200) -> str:
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 
-def _read_table(path: Path, *, root: Path | None = None) -> dict[str, Any]:
+TABLE_BYTES_PER_ROW = 2_000  # a table row of ids, fluxes and errors is ~150 characters
+TABLE_MAX_BYTES = 64 * 2**20  # the inflated size allowed when the row count is not known
+TABLE_MAX_COLUMNS = 64
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+_YAML_ALIAS = re.compile(r"(^|[\s\[{,:-])[&*][^\s,\]}]")
+
+
+def _inflated(real: Path, limit: int) -> tuple[bytes | None, str | None]:
+    """The first ``limit + 1`` bytes of the file's content, decompressed if it is gzip, bz2 or
+    xz (read as a stream: a small bomb never inflates past the limit), and the compression."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(real, "rb") as f:
+        head = f.read(6)
+    kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(kind, open)
+    try:
+        with opener(real, "rb") as f:
+            return f.read(limit + 1), kind
+    except (OSError, EOFError, lzma.LZMAError):
+        return None, kind
+
+
+def check_table_budget(path: Path, real: Path, rows: int | None) -> None:
+    """Refuse a table whose size no release needs, before any parser reads it: more inflated
+    bytes than ``TABLE_BYTES_PER_ROW`` per expected row (or ``TABLE_MAX_BYTES``), a header of
+    more than ``TABLE_MAX_COLUMNS`` columns, YAML anchors or aliases in an ECSV header, or a
+    FITS HDU whose declared data exceed the same budget.
+
+    Raises:
+        SubmissionError: one line naming the file and the limit.
+    """
+    limit = TABLE_MAX_BYTES if rows is None else TABLE_BYTES_PER_ROW * (rows + 16)
+    if path.name.lower().endswith(FITS_SUFFIXES):
+        _check_fits_budget(path, real, limit)
+        return
+    data, kind = _inflated(real, limit)
+    if data is None:
+        raise _err(path, None, f"not a readable {kind} stream", "write it uncompressed")
+    if len(data) > limit:
+        what = f"inflates past {limit:,} bytes" if kind else f"is over {limit:,} bytes"
+        raise _err(path, None, f"{what} (more than {TABLE_BYTES_PER_ROW:,} per blend of the "
+                   "release)", "write one row per test blend, with the documented columns only")
+    lines = data.split(b"\n")
+    header = [ln for ln in lines if ln.startswith(b"#")]
+    if any(_YAML_ALIAS.search(ln[1:].decode("utf-8", "replace")) for ln in header):
+        raise _err(path, None, "YAML anchors or aliases in its header",
+                   "write the ECSV header without & or * references")
+    first = next((ln for ln in lines if ln.strip() and not ln.startswith(b"#")), b"")
+    if max(first.count(sep) for sep in (b",", b" ", b"\t")) + 1 > TABLE_MAX_COLUMNS:
+        raise _err(path, None, f"more than {TABLE_MAX_COLUMNS} columns",
+                   "write the columns blend_id, flux_central, flux_companion (and the optional "
+                   "ones) only")
+
+
+def _check_fits_budget(path: Path, real: Path, limit: int) -> None:
+    import warnings
+
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings(record=True), \
+                fits.open(real, lazy_load_hdus=True, memmap=False) as hdul:
+            warnings.simplefilter("always")
+            for k, hdu in enumerate(hdul):
+                if k >= 16:
+                    raise _err(path, None, "more than 16 HDUs", "write one table HDU")
+                header = hdu.header
+                axes = [int(header.get(f"NAXIS{i}", 0)) for i in
+                        range(1, int(header.get("NAXIS", 0)) + 1)]
+                size = abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(axes, dtype=object))
+                size += int(header.get("PCOUNT", 0))
+                if size > limit or int(header.get("TFIELDS", 0)) > TABLE_MAX_COLUMNS:
+                    raise _err(path, None, f"HDU {k} declares {size:,} bytes of data or "
+                               f"{header.get('TFIELDS', 0)} columns (at most {limit:,} bytes "
+                               f"and {TABLE_MAX_COLUMNS} columns)",
+                               "write one table of one row per test blend")
+    except SubmissionError:
+        raise
+    except Exception as err:  # noqa: BLE001  (astropy raises many types for unreadable input)
+        raise _err(path, None, f"not a FITS file astropy can read ({_first_line(err)})",
+                   "write a FITS binary table") from None
+
+
+def _read_table(path: Path, *, root: Path | None = None,
+                rows: int | None = None) -> dict[str, Any]:
     import warnings
 
     from astropy.table import Table
 
     real, _ = own_file(path, path.parent.resolve() if root is None else root)
+    check_table_budget(path, real, rows)
 
     kwargs: dict[str, Any] = {}
     name = path.name.lower()
@@ -794,7 +883,7 @@ def read_submission(path: str | Path, *, name: str | None = None,
         if path.suffix.lower() in HDF5_SUFFIXES or _is_hdf5(real):
             data = _read_hdf5(path, expect, root=root)
         else:
-            data = _read_table(path, root=root)
+            data = _read_table(path, root=root, rows=None if expect is None else expect[0])
     except SubmissionError:
         raise
     except MemoryError:

@@ -2,7 +2,8 @@
 
 Run with ``pytest tests/benchmarks --benchmarks``. Each file of a corpus of tiny hostile HDF5
 files (declared shapes of gigabytes, 1e8 ids, compressed constant masks, huge chunks, virtual
-datasets) is scored by ``blendbench score`` in its own process against a 5,000-blend, 128 px
+datasets) and tables (a gzip bomb, 10^5 columns, billion-laughs YAML, FITS HDUs declaring
+gigabytes) is scored by ``blendbench score`` in its own process against a 5,000-blend, 128 px
 release with truth masks; the peak resident memory of that process is measured.
 """
 
@@ -19,6 +20,9 @@ import pytest
 from astropy.table import Table
 
 from challenge.contract.release import MORPHOLOGIES, ReleaseInfo, ReleaseSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_table_bombs import bombs  # noqa: E402  (the table bombs of the unit tests)
 
 N, SIZE = 5000, 128
 LIMIT_MB = 300
@@ -127,6 +131,7 @@ def peak_memory(path: Path, data: Path) -> dict:
 def test_tiny_files_stay_within_the_memory_budget(release, tmp_path):
     root, ids, flux = release
     files = corpus(tmp_path, ids, flux)
+    files.update({name: path for name, (path, _) in bombs(tmp_path, ids, flux, 900).items()})
     results = {}
     for name, path in files.items():
         size = path.stat().st_size
