@@ -131,7 +131,7 @@ def peak_memory(path: Path, data: Path) -> dict:
 def test_tiny_files_stay_within_the_memory_budget(release, tmp_path):
     root, ids, flux = release
     files = corpus(tmp_path, ids, flux)
-    files.update({name: path for name, (path, _) in bombs(tmp_path, ids, flux, 900).items()})
+    files.update({name: path for name, (path, _) in bombs(tmp_path, ids, flux, 800).items()})
     results = {}
     for name, path in files.items():
         size = path.stat().st_size
