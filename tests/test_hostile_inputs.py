@@ -3,6 +3,8 @@ masked and ragged arrays in memory, bootstrap options, radii no shift fits."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -58,3 +60,63 @@ def test_radii_no_shift_fits_stop_the_draw_with_the_reason():
                       "r_e_px": [0.1, 0.1, 0.1]})  # r_e given in arcsec, say
     with pytest.raises(ReleaseError, match="no integer shift fits.*galaxies 7, 8, 9.*r_e_px"):
         draw_pairs(galaxies, np.ones(3, bool), 10, seed=0, split_index=0)
+
+
+METHODS = '''
+import os, sys, time
+import re
+
+import numpy as np
+
+def swallow(batch, context):
+    for _ in range(100):
+        try:
+            time.sleep(0.5)
+        except Exception:
+            pass
+    return {"flux": np.ones((len(batch.images), 2))}
+
+def bare(batch, context):
+    try:
+        time.sleep(5)
+    except BaseException:
+        pass
+    return {"flux": np.ones((len(batch.images), 2))}
+
+def leave(batch, context):
+    sys.exit(3)
+
+def wander(batch, context):
+    os.chdir(os.path.dirname(os.getcwd()))
+    return {"flux": np.ones((len(batch.images), 2))}
+'''
+
+
+@pytest.mark.parametrize(("method", "match"), [
+    ("swallow", "did not return within --timeout 1 s"),
+    ("bare", "it caught the timeout"),
+    ("leave", r"called sys.exit\(3\)"),
+])
+def test_no_method_swallows_its_timeout_or_ends_the_run(tiny_release, tmp_path, method, match):
+    (tmp_path / "hostile_methods.py").write_text(METHODS)
+    res = runner.invoke(app, ["run", f"{tmp_path / 'hostile_methods.py'}:{method}", "--data",
+                              str(tiny_release), "--out", str(tmp_path / "out"),
+                              "--timeout", "1"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert re.search(match, res.output), res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_method_that_changes_directory_does_not_move_the_output(tiny_release, tmp_path,
+                                                                   monkeypatch):
+    (tmp_path / "hostile_methods.py").write_text(METHODS)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["run", f"{tmp_path / 'hostile_methods.py'}:wander", "--data",
+                              str(tiny_release), "--out", "mine"])
+    assert res.exit_code == 0, res.output
+    assert (work / "mine" / "predictions.h5").is_file() and not (tmp_path / "mine").exists()
+    res = runner.invoke(app, ["run", f"{tmp_path / 'hostile_methods.py'}:leave", "--data",
+                              str(tiny_release), "--timeout", "1e12"])
+    assert res.exit_code == 2 and "--timeout" in res.output

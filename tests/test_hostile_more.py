@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C back to its default, also where this suite runs with SIGINT ignored
+    (a background job), which a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
@@ -46,6 +52,7 @@ def test_ctrl_c_while_the_command_imports_prints_one_line(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-m", "challenge.cli", "info", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        preexec_fn=_default_sigint,
     )
     try:
         for line in proc.stderr:
@@ -99,6 +106,7 @@ def test_ctrl_c_in_generate_says_what_was_left(tmp_path, when, expected):
         [sys.executable, "-c", FAKE_GENERATE, str(committed_dir("mini") / "release.toml"),
          str(out), when],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        preexec_fn=_default_sigint,
     )
     try:
         for line in proc.stdout:

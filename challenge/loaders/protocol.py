@@ -267,11 +267,20 @@ def check_output(out: Any, n: int, size: int, where: str) -> dict[str, np.ndarra
     return result
 
 
-class _Timeout(Exception):
-    pass
+MAX_TIMEOUT_S = 86_400 * 7  # a week per batch: beyond, the timer cannot be set everywhere
+
+
+class _Timeout(BaseException):
+    """The method's time is up: a BaseException, so that a method catching ``Exception`` (a
+    retry loop) cannot swallow it; the timer fires again every half second until the call
+    ends."""
+
+
+_FIRED: list[bool] = [False]  # whether the current call's timer went off
 
 
 def _alarm(signum, frame):
+    _FIRED[0] = True
     raise _Timeout
 
 
@@ -319,7 +328,8 @@ def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
     timed = bool(timeout) and main and hasattr(signal, "setitimer")
     if timed:
         previous = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        _FIRED[0] = False
+        signal.setitimer(signal.ITIMER_REAL, timeout, 0.5)  # re-armed until the call ends
     try:
         if timeout and not timed:
             out = _in_thread(method, batch, context, timeout)
@@ -328,6 +338,9 @@ def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
     except _Timeout:
         raise MethodError(f"{where}: the method did not return within --timeout {timeout:g} s; "
                           "raise --timeout or make the method faster") from None
+    except SystemExit as err:
+        raise MethodError(f"{where}: the method called sys.exit({err.code!r}); return its "
+                          "outputs instead of exiting") from None
     except Exception as err:
         raise MethodError(f"{where}: the method raised {type(err).__name__}: {err} "
                           "(run with --debug for the traceback)",
@@ -337,6 +350,9 @@ def _call(method: Callable, batch: Batch, context: Context, number: int = 0,
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+    if timed and _FIRED[0]:  # the method caught the timeout and went on
+        raise MethodError(f"{where}: the method did not return within --timeout {timeout:g} s "
+                          "(it caught the timeout); raise --timeout or make the method faster")
     return check_output(out, len(batch.blend_id), batch.images.shape[-1], where)
 
 
@@ -412,8 +428,9 @@ def run_method(
             traceback), timed out, or returned something that breaks the protocol; the message
             names the batch.
     """
-    if timeout is not None and not timeout > 0:
-        raise MethodError(f"--timeout {timeout}: give a positive number of seconds per batch")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise MethodError(f"--timeout {timeout}: give a number of seconds per batch from 0 to "
+                          f"{MAX_TIMEOUT_S:,}")
     if batch_size < 1:
         raise MethodError(f"--batch-size {batch_size}: give a number of blends >= 1")
     if workers is not None and workers != 1:
