@@ -120,3 +120,28 @@ def test_a_method_that_changes_directory_does_not_move_the_output(tiny_release, 
     res = runner.invoke(app, ["run", f"{tmp_path / 'hostile_methods.py'}:leave", "--data",
                               str(tiny_release), "--timeout", "1e12"])
     assert res.exit_code == 2 and "--timeout" in res.output
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--blends", "1000000000,0,0"], "would take about 98.3 TB"),
+    (["--seed", "-1"], "seed -1 must be"),
+    (["--sky-sigma", "inf"], "sky_sigma must be finite"),
+])
+def test_generate_refuses_releases_no_machine_holds_before_any_work(tmp_path, args, match):
+    res = runner.invoke(app, ["generate", "--source", "synthetic", "--out",
+                              str(tmp_path / "rel"), *args])
+    assert res.exit_code == 2 and match in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "rel").exists()
+
+
+def test_generate_refuses_a_release_larger_than_the_free_space(tmp_path, monkeypatch):
+    import shutil
+
+    from challenge.contract.release import preset
+    from challenge.pipeline import files
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=10**6))
+    with pytest.raises(ReleaseError, match="needs about .* GB free"):
+        files.generate_release(preset("mini"), tmp_path / "mini")
+    assert not (tmp_path / "mini").exists()

@@ -9,6 +9,7 @@ Generator, loaders and scorer all read it from here, so there is one place for t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,6 +49,19 @@ COMMITTED_TABLES = (
     "pairs_val.ecsv",
     "pairs_test.ecsv",
 )
+
+
+MAX_RELEASE_BYTES = 2e12  # bytes on disk: beyond, no machine that runs the kit holds it
+
+
+def estimated_bytes(spec: ReleaseSpec) -> float:
+    """Bytes a release folder of ``spec`` takes, roughly: the blend images (float32) and masks
+    (2 x uint8) of every split, the test truth masks again, and the parent galaxies' noiseless
+    stamps (float32) and masks (uint8)."""
+    pixels = float(spec.stamp_size) ** 2
+    blends = sum(max(0, int(n)) for n in spec.n_blends.values())
+    galaxies = spec.n_galaxies or 0
+    return pixels * (6 * blends + 2 * max(0, int(spec.n_blends.get("test", 0))) + 5 * galaxies)
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,23 @@ class ReleaseSpec:
                 f"release {self.name!r}: input_pixel_scale must be >= 0, sky_sigma and "
                 "max_delta_mag > 0"
             )
+        numbers = {"sky_sigma": self.sky_sigma, "max_delta_mag": self.max_delta_mag,
+                   "input_pixel_scale": self.input_pixel_scale}
+        bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+        if bad:
+            raise ReleaseError(f"release {self.name!r}: {', '.join(bad)} must be finite")
+        if not 0 <= self.seed < 2**63:
+            raise ReleaseError(f"release {self.name!r}: seed {self.seed} must be a whole number "
+                               "from 0 to 2**63 - 1")
+        if not 8 <= self.stamp_size <= 1024:
+            raise ReleaseError(f"release {self.name!r}: stamp_size {self.stamp_size} px must be "
+                               "from 8 to 1024")
+        if estimated_bytes(self) > MAX_RELEASE_BYTES:
+            raise ReleaseError(
+                f"release {self.name!r}: {self.n_galaxies or 0:,} galaxies and "
+                f"{sum(self.n_blends.values()):,} blends of {self.stamp_size} px would take "
+                f"about {estimated_bytes(self) / 1e12:,.1f} TB; a release may take at most "
+                f"{MAX_RELEASE_BYTES / 1e12:g} TB (ask for fewer blends or galaxies)")
 
     @property
     def is_track(self) -> bool:

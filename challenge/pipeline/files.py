@@ -36,6 +36,7 @@ from challenge.contract.release import (
     ReleaseSpec,
     blends_file,
     committed_dir,
+    estimated_bytes,
     read_table,
     spec_difference,
     table_difference,
@@ -578,9 +579,28 @@ def generate_release(
             this process, N or "local:N" worker processes, "tcp://HOST:PORT" a Dask cluster, or
             a Dask client (see :mod:`challenge.pipeline.workers`).
         progress: optional callback ``(stage, advance, total)``.
+
+    Raises:
+        ReleaseError: among others, before any work, when the release would not fit the free
+            space where ``out`` goes.
     """
+    check_space(spec, Path(out))
     with dask_client(workers) as client:
         return _generate_release(spec, out, chunk_size, client or 1, progress)
+
+
+def check_space(spec: ReleaseSpec, out: Path) -> None:
+    """Refuse, in one line, a release that would not fit the free disk space where ``out``
+    goes (:func:`~challenge.contract.release.estimated_bytes`, with a tenth to spare)."""
+    where = out.absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    need = 1.1 * estimated_bytes(spec)
+    if need > free:
+        raise ReleaseError(f"{out}: the release needs about {need / 1e9:,.1f} GB and "
+                           f"{where} has {free / 1e9:,.1f} GB free; free some space, write it "
+                           "elsewhere (--out) or ask for fewer blends")
 
 
 def _generate_release(
