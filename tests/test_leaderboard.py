@@ -399,3 +399,22 @@ def test_references_are_marked_take_their_names_first_and_keep_their_release(set
     release = df["release"].iloc[0]
     with pytest.raises(L.ReleaseError, match=f"holds the leaderboard of release {release!r}"):
         L.check_replace(out, "another")
+
+
+def test_a_run_killed_between_the_renames_loses_nothing_of_the_folder(setup, tmp_path,
+                                                                       monkeypatch):
+    """Without an atomic exchange (macOS, NFS) a replacement is two renames; a run killed
+    between them leaves the folder missing and the previous set aside: the next run puts it
+    back, the user's own files included, then replaces the leaderboard's files."""
+    folder, subs, _ = setup
+    out = tmp_path / "lb"
+    build_leaderboard(folder, subs, out, n_boot=10)
+    (out / "my-notes.txt").write_text("mine")
+    aside = tmp_path / ".lb.new-999999999-0123abcd-old"  # the killed run's previous set
+    os.rename(out, aside)
+    (tmp_path / ".lb.new-999999999-0123abcd").mkdir()  # its new set, half written
+    monkeypatch.setattr(L, "_exchange", lambda a, b: False)  # no renameat2 here
+    build_leaderboard(folder, subs, out, n_boot=10)
+    assert (out / "my-notes.txt").read_text() == "mine"
+    assert (out / "leaderboard.md").is_file()
+    assert not aside.exists() and not (tmp_path / ".lb.new-999999999-0123abcd").exists()

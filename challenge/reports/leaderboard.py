@@ -682,13 +682,23 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_stale(out: Path) -> None:
-    """Remove the temporary folders of runs into ``out`` that were killed (process gone)."""
+    """Tidy up after runs into ``out`` that were killed (process gone).
+
+    A run killed between the two renames of a replacement without an atomic exchange leaves
+    ``out`` missing and the previous set aside (``.NAME.new-PID-…-old``): that set is put back
+    at ``out`` first, whole, with whatever else the folder held. Then the killed runs' other
+    temporary folders, which hold only what those runs wrote or hard links, are removed.
+    """
     if os.name != "posix":
         return
     pattern = re.compile(rf"\.{re.escape(out.name)}\.new-(\d+)-[0-9a-f]+(-old)?")
-    for path in out.parent.iterdir():
-        m = pattern.fullmatch(path.name)
-        if m and path.is_dir() and not _alive(int(m.group(1))):
+    stale = [(p, m) for p in out.parent.iterdir()
+             if (m := pattern.fullmatch(p.name)) and p.is_dir() and not _alive(int(m.group(1)))]
+    for path, m in stale:
+        if m.group(2) and not out.exists():
+            os.rename(path, out)  # the previous set, as it was
+    for path, _ in stale:
+        if path.exists():
             shutil.rmtree(path, ignore_errors=True)
 
 
