@@ -145,3 +145,18 @@ def test_generate_refuses_a_release_larger_than_the_free_space(tmp_path, monkeyp
     with pytest.raises(ReleaseError, match="needs about .* GB free"):
         files.generate_release(preset("mini"), tmp_path / "mini")
     assert not (tmp_path / "mini").exists()
+
+
+def test_score_outputs_of_the_wrong_kind_are_refused_before_scoring(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    sep = str(REFERENCES / "mini" / "sep")
+    for args, match in ((["--json", str(tmp_path)], "--json .*: a folder"),
+                        (["--plots", str(afile)], "--plots .*: a file"),
+                        (["--per-galaxy", str(tmp_path / "x.ecsv" )], None)):
+        res = runner.invoke(app, ["score", sep, "--data", "mini", "--n-boot", "0", *args])
+        if match is None:
+            assert res.exit_code == 0 and (tmp_path / "x.ecsv").is_file(), res.output
+        else:
+            assert res.exit_code == 2 and re.search(match, res.output), res.output
+            assert len(res.output.strip().splitlines()) == 1

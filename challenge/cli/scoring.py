@@ -109,6 +109,12 @@ def score_cmd(
 
     if per_galaxy is not None:
         table_format(per_galaxy)  # a wrong ending fails before any scoring
+    for flag, path, folder in (("--json", json_out, False), ("--per-galaxy", per_galaxy, False),
+                               ("--plots", plots, True)):
+        if path is not None and path.exists() and path.is_dir() != folder:
+            kind = "a folder" if path.is_dir() else "a file"
+            raise ReleaseError(f"{flag} {path}: {kind}; give " + (
+                "a folder for the figures" if folder else "the path of a file to write"))
     t = load_truth(data, truth)
     sc = score(read_submission(pred, expect=(t.n, t.stamp_size)), t, n_boot=n_boot, seed=seed)
     _warn(sc.warnings)
