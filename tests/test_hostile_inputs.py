@@ -160,3 +160,13 @@ def test_score_outputs_of_the_wrong_kind_are_refused_before_scoring(tmp_path):
         else:
             assert res.exit_code == 2 and re.search(match, res.output), res.output
             assert len(res.output.strip().splitlines()) == 1
+
+
+def test_fluxes_given_as_magnitudes_get_a_warning(mini_arrays):
+    ids, flux = mini_arrays
+    folder, _ = resolve_release("mini")
+    pairs = Table.read(folder / "pairs_test.ecsv", format="ascii.ecsv")
+    mag = np.stack([pairs["mag_central"], pairs["mag_companion"]], axis=1).astype(float)
+    ev = Evaluator("mini", n_boot=0)
+    assert any("magnitudes?" in w for w in ev.eval(ids, mag)["warnings"])
+    assert not any("magnitudes?" in w for w in ev.eval(ids, flux)["warnings"])

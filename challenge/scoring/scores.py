@@ -293,10 +293,25 @@ def galaxies_for(sub: Submission, truth: Truth, selection: np.ndarray | None = N
             warnings.append(f"{sub.path.name}: masks given but release {truth.release!r} has no "
                             "test_truth.h5 here; IoU skipped (score against a generated release "
                             "folder: `blendbench generate --out DIR`, then --data DIR)")
+    flux = sub.flux[order]
+    if warnings is not None and looks_like_magnitudes(flux, truth.flux):
+        warnings.append(f"{sub.path.name}: every flux lies within 10-35 while the true fluxes "
+                        "span decades: magnitudes? give fluxes in counts (10**(-0.4 (m - zero "
+                        "point)))")
     return Galaxies(
-        flux=sub.flux[order], truth=truth.flux, selected=sel, counts=counts,
+        flux=flux, truth=truth.flux, selected=sel, counts=counts,
         flux_err=None if sub.flux_err is None else sub.flux_err[order],
     )
+
+
+def looks_like_magnitudes(flux: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether predicted fluxes (n, 2) look like AB magnitudes: every detected one within
+    10-35 while the true fluxes (n, 2) span more than a factor of 100."""
+    found = flux[np.isfinite(flux) & (flux > 0)]
+    real = truth[np.isfinite(truth) & (truth > 0)]
+    if found.size < 10 or real.size < 2:
+        return False
+    return bool(found.min() >= 10 and found.max() <= 35 and real.max() > 100 * real.min())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Budget (issue 16): no file under 1 MB makes ``blendbench score`` use more than 300 MB.
+"""Budget: no file under 1 MB makes ``blendbench score`` use more than 300 MB.
 
 Run with ``pytest tests/benchmarks --benchmarks``. Each file of a corpus of tiny hostile HDF5
 files (declared shapes of gigabytes, 1e8 ids, compressed constant masks, huge chunks, virtual
