@@ -3,7 +3,7 @@
 The pages are Markdown (MyST); the API pages are drawn from the Google-style docstrings of the
 package by autodoc and napoleon. Build with::
 
-    python -m sphinx -W --keep-going -b html docs /tmp/docs-html
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ rendered by the documentation's own renderer and loaded in a real Chromium)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -96,14 +95,8 @@ def test_the_rendered_markdown_runs_nothing_in_a_browser(board, tmp_path):
     assert "<td>" in page and "<script" not in page and "onerror=" not in page.split("&")[0]
     html_file = tmp_path / "rendered.html"
     html_file.write_text(f"<!DOCTYPE html><html><body>{page}</body></html>", encoding="utf-8")
-    script = Path(__file__).resolve().parents[1] / "docs" / "leaderboard_screenshot.py"
-    spec = importlib.util.spec_from_file_location("leaderboard_screenshot", script)
-    browser = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(browser)
-    try:
-        browser.find_browser()
-    except browser.BrowserUnavailable as err:
-        pytest.skip(f"{err}: needs Chromium, chromedriver and selenium")
+    from test_html_browser import browser  # skips where there is no Chromium
+
     with browser.headless_chromium() as driver:
         for path in (html_file, out / "leaderboard.html"):
             driver.get(path.as_uri())

@@ -68,9 +68,9 @@ MAPS = typer.Option(True, "--maps/--no-maps", help="keep the segmentation maps (
 def keep_maps(out: Path, maps: bool) -> None:
     """Drop the maps of the submission just written in ``out`` unless ``maps``."""
     if not maps:
-        from challenge.contract.submission_folder import drop_maps
+        from challenge.contract.submission_folder import rewrite_predictions
 
-        drop_maps(out)
+        rewrite_predictions(out, maps=False)
 
 
 def _n_test(data: Path) -> int:

@@ -389,12 +389,20 @@ def labels_file(folder: Path | str, split: str) -> Path:
     return blends_file(folder, split)
 
 
+def table_file(folder: Path | str, name: str) -> Path:
+    """The file of the release table ``name`` in ``folder``: ``name``, or ``name.gz`` where only
+    that exists (the shipped training and validation pair tables are gzip-compressed)."""
+    path = Path(folder) / name
+    packed = path.with_name(path.name + ".gz")
+    return packed if not path.exists() and packed.is_file() else path
+
+
 def read_table(folder: Path | str, name: str):
-    """Read one of the release's ECSV tables (an astropy ``Table``), with a clear error when it
-    is missing or damaged."""
+    """Read one of the release's ECSV tables (an astropy ``Table``; ``name.gz`` where only that
+    exists), with a clear error when it is missing or damaged."""
     from astropy.table import Table
 
-    path = Path(folder) / name
+    path = table_file(folder, name)
     try:
         return Table.read(path, format="ascii.ecsv")
     except FileNotFoundError:

@@ -40,6 +40,7 @@ from challenge.contract.release import (
     read_table,
     spec_difference,
     table_difference,
+    table_file,
     truth_arrays_difference,
 )
 from challenge.pipeline.catalogue import ParentCatalogue, build_catalogue, select_galaxies
@@ -806,7 +807,7 @@ def verify_release(folder: Path | str) -> VerifyReport:
     pairs_test = None
     if frozen is not None:
         for table_name in COMMITTED_TABLES:
-            if not (frozen / table_name).is_file():
+            if not table_file(frozen, table_name).is_file():
                 continue  # a shift track ships its test tables only
             try:
                 mine = Table.read(folder / table_name, format="ascii.ecsv")
@@ -819,7 +820,7 @@ def verify_release(folder: Path | str) -> VerifyReport:
                     f"{table_name}: unreadable table ({first}); regenerate the release"
                 )
                 continue
-            why = table_difference(mine, Table.read(frozen / table_name, format="ascii.ecsv"))
+            why = table_difference(mine, read_table(frozen, table_name))
             if why:
                 report.problems.append(
                     f"{table_name}: differs from the frozen {name} ({why}); regenerate the release"

@@ -37,7 +37,7 @@ from challenge.scoring.scores import Score, Truth, atomic_write_text, paper_sele
 NAME = "candels2019"
 ZERO_POINT = 25.96  # AB, CANDELS F160W as in the paper (truth and g*_sex_mag)
 SEX_FLUX_ZERO_POINT = 25.67  # the zero point of the released g*_flux_sex columns (not used)
-CSV_NAME = "boucaud2019_candels_test_predictions.csv"
+CSV_NAME = "boucaud2019_candels_test_predictions.csv.gz"  # gzip-compressed CSV
 TYPES = {"sph": "bulge", "disk": "disc", "sphd": "bulge+disc", "irr": "irregular"}
 METHODS = {"blend2flux": "b2f", "blend2mask2flux": "b2m2f", "sep": "sex"}
 SELECTIONS = ("paper", "all")
