@@ -6,7 +6,7 @@ import pytest
 from astropy.table import Table
 
 from challenge.contract.errors import ReleaseError
-from challenge.contract.release import PRESETS, ReleaseSpec, preset, resolve_release
+from challenge.contract.release import PRESETS, ReleaseSpec, preset, read_table, resolve_release
 from challenge.pipeline.blending import blend_image, shift_image, sky_noise
 from challenge.pipeline.catalogue import slot_morphologies
 from challenge.pipeline.files import (
@@ -19,7 +19,7 @@ from challenge.pipeline.pairs import shift_bounds
 
 
 def tables(folder):
-    return {s: Table.read(folder / f"pairs_{s}.ecsv") for s in ("train", "val", "test")}
+    return {s: read_table(folder, f"pairs_{s}.ecsv") for s in ("train", "val", "test")}
 
 
 def test_shift_pads_with_zeros_and_never_wraps():
